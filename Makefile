@@ -1,0 +1,60 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   -> creates .venv if missing, installs, runs the synthetic end-to-end demo
+#   make test   -> creates .venv if missing, installs, runs the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Nothing may wait on a model hub or a metrics download during tests or the demo.
+export HF_HUB_OFFLINE ?= 1
+export HF_EVALUATE_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export MPLBACKEND ?= Agg
+export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
+
+.PHONY: install demo test check-sync nbtest pytest export clean-nbs bench lab
+
+$(BIN)/.installed: settings.ini setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# papermill finds this kernel by the notebooks' kernelspec name, with the venv's python
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cxrgen)" >/dev/null
+	@touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/cxrgen demo
+
+# Fails when nbdev_export or nbdev_clean would change a tracked file (cxrgen/ and the
+# notebooks must be committed exported and clean), then runs the notebook tests and pytest.
+test: install check-sync nbtest pytest
+
+check-sync: install
+	@before=$$(git diff -- cxrgen nbs | sha1sum; git status --porcelain -- cxrgen nbs | sha1sum); \
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean; \
+	after=$$(git diff -- cxrgen nbs | sha1sum; git status --porcelain -- cxrgen nbs | sha1sum); \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "nbdev_export / nbdev_clean changed these files: export and clean the notebooks, then commit:"; \
+	  git status --porcelain -- cxrgen nbs; exit 1; fi; \
+	echo "check-sync: cxrgen/ matches nbs/ and notebooks are clean"
+
+nbtest: install
+	@n=$$(ls nbs/[0-9]*.ipynb | wc -l); \
+	if $(BIN)/nbdev_test --n_workers 2 --timing --flags "$(FLAGS)"; then \
+	  echo "nbdev_test: $$n passed, 0 failed"; else echo "nbdev_test: failed"; exit 1; fi
+
+pytest: install
+	$(BIN)/python -m pytest -q tests
+
+export: install
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+bench: install
+	for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+lab: install
+	$(BIN)/jupyter lab nbs
