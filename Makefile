@@ -11,7 +11,6 @@ export HF_EVALUATE_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
-export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 
 .PHONY: install demo test check-sync nbtest pytest export clean-nbs bench lab
@@ -34,13 +33,13 @@ demo: install
 test: install check-sync nbtest pytest
 
 check-sync: install
-	@before=$$(git diff -- cxrgen nbs | sha1sum; git status --porcelain -- cxrgen nbs | sha1sum); \
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean; \
-	after=$$(git diff -- cxrgen nbs | sha1sum; git status --porcelain -- cxrgen nbs | sha1sum); \
+	@before=$$(git diff -- cxrgen nbs README.md | sha1sum; git status --porcelain -- cxrgen nbs README.md | sha1sum); \
+	$(MAKE) -s export; \
+	after=$$(git diff -- cxrgen nbs README.md | sha1sum; git status --porcelain -- cxrgen nbs README.md | sha1sum); \
 	if [ "$$before" != "$$after" ]; then \
 	  echo "nbdev_export / nbdev_clean changed these files: export and clean the notebooks, then commit:"; \
-	  git status --porcelain -- cxrgen nbs; exit 1; fi; \
-	echo "check-sync: cxrgen/ matches nbs/ and notebooks are clean"
+	  git status --porcelain -- cxrgen nbs README.md; exit 1; fi; \
+	echo "check-sync: cxrgen/ and README.md match nbs/, notebooks are clean"
 
 nbtest: install
 	@n=$$(ls nbs/[0-9]*.ipynb | wc -l); \
@@ -50,8 +49,11 @@ nbtest: install
 pytest: install
 	$(BIN)/python -m pytest -q tests
 
+# cxrgen/ and README.md are generated from nbs/ (README from nbs/index.ipynb; nbdev 2's
+# nbdev_readme needs Quarto, so nbconvert renders it).
 export: install
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+	$(BIN)/jupyter nbconvert --log-level ERROR --to markdown --stdout nbs/index.ipynb > README.md.tmp && mv README.md.tmp README.md
 
 bench: install
 	for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
