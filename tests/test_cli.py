@@ -1,0 +1,74 @@
+"""The installed `cxrgen` command, run as a user runs it: a subprocess per call."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+CXRGEN = shutil.which("cxrgen") or str(Path(sys.executable).with_name("cxrgen"))
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+       "OMP_NUM_THREADS": "1"}
+
+
+def run(*args, cwd=None):
+    return subprocess.run([CXRGEN, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600)
+
+
+@pytest.mark.parametrize("sub", [[], ["synth"], ["preprocess"], ["train"], ["eval"], ["infer"], ["infer", "single"],
+                                 ["infer", "batch"], ["demo"]])
+def test_help(sub):
+    r = run(*sub, "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: cxrgen"), r.stdout
+
+
+def test_seed_flag_names_kept():
+    assert "--config_file" in run("train", "--help").stdout and "--csv_file" in run("train", "--help").stdout
+    assert "--checkpoint" in run("eval", "--help").stdout
+    h = run("infer", "batch", "--help").stdout
+    assert all(f in h for f in ("--image_dir", "--output_dir", "--checkpoint"))
+
+
+def test_bad_config_value_names_the_field():
+    r = run("train", "--config_file", "demo", "--set", "train.stage=3", "--set", "train.lr=-1")
+    assert r.returncode == 2
+    assert "train.stage=3" in r.stderr and "train.lr=-1" in r.stderr, r.stderr
+    r = run("train", "--config_file", "demo", "--set", "model.encoderr=vit")
+    assert r.returncode == 2 and "model.encoderr" in r.stderr
+
+
+def test_missing_config_file_and_checkpoint(tmp_path):
+    r = run("train", "--config_file", tmp_path / "nope.json")
+    assert r.returncode == 2 and "nope.json" in r.stderr
+    r = run("eval", "--checkpoint", tmp_path / "no_such_run")
+    assert r.returncode == 2 and "no_such_run" in r.stderr, r.stderr
+
+
+def test_synth_then_preprocess(tmp_path):
+    data = tmp_path / "mimic"
+    r = run("synth", "--out", data, "--n_studies", 40, "--seed", 3, "--image_size", 256, "--num_workers", 1)
+    assert r.returncode == 0, r.stderr
+    for f in ("cxr-record-list.csv.gz", "cxr-study-list.csv.gz", "mimic-cxr-2.0.0-metadata.csv.gz",
+              "mimic-cxr-2.0.0-split.csv.gz", "mimic-cxr-2.0.0-chexpert.csv.gz"):
+        assert (data / f).is_file(), f
+    r = run("preprocess", "--mimic_dir", data, "--cache_dir", tmp_path / "cache", "--cache_size", 64,
+            "--minimal", 2, "--num_workers", 1)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(data / "mimic-cxr-list-filtered.csv")
+    assert len(df) > 0 and set(df["view_position"]) <= {"PA", "AP"}
+    assert (data / "mimic-cxr-list-minimal.csv").is_file()
+    cached = list((tmp_path / "cache").rglob("*.jpg"))
+    assert len(cached) == len(df), (len(cached), len(df))
+    # a second run resumes: nothing left to build
+    r = run("preprocess", "--mimic_dir", data, "--cache_dir", tmp_path / "cache", "--cache_size", 64, "--num_workers", 1)
+    assert r.returncode == 0 and "0 to build" in (r.stdout + r.stderr), r.stdout + r.stderr
+
+
+def test_preprocess_explains_an_unrenamed_download(tmp_path):
+    (tmp_path / "files" / "p10" / "p10000032").mkdir(parents=True)
+    r = run("preprocess", "--mimic_dir", tmp_path)
+    assert r.returncode == 2
+    assert "files/" in r.stderr and "images" in r.stderr, r.stderr
