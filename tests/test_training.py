@@ -162,7 +162,7 @@ def test_papermill_stage1_then_stage2(tmp_path, data):
     for stage in (1, 2):
         params = {"stage": stage, "preset": "demo", "mimic_dir": str(data), "output_dir": str(tmp_path),
                   "run_name": f"stage{stage}", "max_steps": 3, "batch_size": 4, "overrides": small, "n_samples": 3}
-        if stage == 2: params["init_from"] = str(runs[1])
+        if stage == 2: params.update(init_from=str(runs[1]), lr=1e-3, encoder_lr=1e-4)
         rd = tmp_path / f"stage{stage}"
         rd.mkdir()
         pm.execute_notebook(str(ROOT / "nbs" / "90_train.ipynb"), str(rd / "90_train.ipynb"), parameters=params,
