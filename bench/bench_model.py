@@ -1,6 +1,6 @@
 """ReportGenerator throughput: training step and beam-search generation, against plain HF generate, in one run.
 
-    python bench/bench_model.py [--device cpu|cuda|auto] [--threads N] [--batch 16] [--gen-batch 8]
+    python bench/bench_model.py [--device cpu|cuda|auto] [--threads N] [--batch 16] [--gen-batch 4]
 
 CPU (always): the demo-size model (cxrgen.config.get_preset('demo').model: ResNet-18 at 128 px, linear
 mapping, 2-layer GPT-2 of width 256 built from its decoder_config) with a byte-level BPE tokenizer of

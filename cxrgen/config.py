@@ -42,6 +42,7 @@ class DataConfig:
     vocab_size: int = 2000  # vocabulary size when tokenizer == "train"
     lowercase: bool = True  # lower-case report text before tokenising
     augment: bool = True  # random affine + brightness/contrast on training images
+    eval_per_study: bool = True  # image-level validation/test: one sample per study (its first frontal view), so metrics count studies
     num_workers: int = 2  # DataLoader workers (0: load in the main process)
     max_train_samples: Optional[int] = None  # cap per split, for smoke runs
     max_eval_samples: Optional[int] = None  # cap for validate/test

@@ -110,6 +110,15 @@ def atomic_write_json(path: str | Path, obj, **kwargs) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, default=str, **kwargs) + "\n")
 
 # %% ../nbs/00_core.ipynb #2b175eb2
+def _fsync_tree(d: Path):
+    "Flush every file under `d`, then `d` itself, to disk (so a renamed folder is never empty after a power loss)."
+    for p in d.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f: os.fsync(f.fileno())
+    fd = os.open(d, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path):
     "Yield a temporary sibling folder; on success it replaces `path`, on error `path` is untouched."
@@ -118,11 +127,14 @@ def atomic_dir(path: str | Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _fsync_tree(tmp)
         old = path.with_name(f".{path.name}.old")
-        if old.exists(): shutil.rmtree(old)
-        if path.exists(): os.replace(path, old)
+        if path.exists():  # path is the good copy: an .old beside it is a leftover
+            if old.exists(): shutil.rmtree(old)
+            os.replace(path, old)
+        # else an .old alone is the good copy of a swap cut short: keep it until the new one is in place
         os.replace(tmp, path)
-        if old.exists(): shutil.rmtree(old)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

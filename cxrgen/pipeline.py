@@ -66,8 +66,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", n_studies: int | None = None,
     times = {}
 
     t = time.time()
-    if not (data_dir / "mimic-cxr-2.0.0-chexpert.csv.gz").exists():
-        generate_dataset(data_dir, n_studies=n_studies, seed=seed)
+    generate_dataset(data_dir, n_studies=n_studies, seed=seed, overwrite=True)  # a no-op when already complete
     cfg1 = demo_config(data_dir, out_dir, 1)
     csv = data_dir / cfg1.data.csv_file
     if not csv.exists(): preprocess(data_dir, section=cfg1.data.section, views=cfg1.data.views)
@@ -81,7 +80,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", n_studies: int | None = None,
         rd = out_dir / f"stage{stage}"
         init_from = str(stage_dirs[1]) if stage == 2 else None
         if not (rd / "summary.json").exists():
-            resume = (rd / "checkpoints" / "last").is_dir()  # an interrupted demo continues where it stopped
+            resume = (rd / "checkpoints").is_dir()  # an interrupted demo continues where it stopped (also from .last.old)
             if notebooks:
                 run_notebook("90_train.ipynb", rd, {"stage": stage, "preset": "demo", "mimic_dir": str(data_dir),
                                                     "output_dir": str(out_dir), "run_name": f"stage{stage}",

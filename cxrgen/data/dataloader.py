@@ -264,6 +264,9 @@ def build_dataloaders(cfg: RunConfig, tokenizer, splits=("train", "validate", "t
             raise CxrgenError(f"no rows with split == {split!r} and a non-empty {d.section!r} in {path} "
                               f"(splits present: {sorted(df['split'].dropna().unique())}); choose other splits or data.section")
         train = split == "train"
+        if not train and not d.study_level and d.eval_per_study:  # one sample per study: its first frontal view
+            rank = part["view_position"].fillna("").map(view_rank)
+            part = part.loc[rank.sort_values(kind="stable").index].drop_duplicates("study_id").sort_index()
         ds = ReportDataset(part, root, tokenizer, build_transforms(d.image_size, train, mean, std, in_chans, d.augment),
                            section=d.section, max_length=d.max_length, study_level=d.study_level,
                            max_views=d.max_views, lowercase=d.lowercase,

@@ -207,7 +207,7 @@ CONVENTIONS = {
 def _resolve_cfg(ckpt: Path, cfg) -> RunConfig:
     if isinstance(cfg, RunConfig): return validate_config(cfg.copy())
     if cfg is not None: return load_config(cfg)
-    for p in (ckpt / "run_config.json", ckpt.parent.parent / "config.json", ckpt / "config_run.json"):
+    for p in (ckpt / "run_config.json", ckpt.parent.parent / "config.json"):
         if p.is_file(): return config_from_dict(json.loads(p.read_text()))
     raise CxrgenError(f"no run config found for checkpoint {ckpt} (looked for run_config.json in it and config.json in its "
                       "run folder); pass cfg= (a RunConfig, preset name or config file) naming the data to evaluate on")
@@ -224,6 +224,12 @@ def _find_ckpt(path) -> Path:
         p = Path(path)
         if not (p / "model.safetensors").is_file(): raise CxrgenError(f"{p} holds no model.safetensors; pass a checkpoint folder")
         return p
+
+def _label_unique(texts: Sequence[str]) -> pd.DataFrame:
+    "`label_texts` labelling each distinct text once (the constant baseline is one text n times; references repeat per image)."
+    uniq = list(dict.fromkeys(texts))
+    pos = {t: i for i, t in enumerate(uniq)}
+    return label_texts(uniq).iloc[[pos[t] for t in texts]].reset_index(drop=True)
 
 def _train_reports(cfg: RunConfig) -> list[str]:
     from cxrgen.data.dataloader import read_filtered_csv
@@ -297,19 +303,16 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
             train_reports = None
 
     have_labeler = True
-    try: ref_labels = label_texts(res["reference"])
+    try: ref_labels = _label_unique(res["reference"])
     except CxrgenError as e:
         log.warning(f"no CheXpert labels: {e}"); have_labeler, ref_labels = False, None
-    labels = {k: (label_texts(v) if have_labeler else None) for k, v in systems_text.items()}
-    bs_opts = bertscore
+    labels = {k: (_label_unique(v) if have_labeler else None) for k, v in systems_text.items()}
     scores = {}
     for k, texts in systems_text.items():
         log.info(f"scoring {k}")
         scores[k] = score_reports(texts, res["reference"], train_reports=train_reports, gen_labels=labels[k],
-                                  ref_labels=ref_labels, bootstrap=bootstrap, bertscore=bs_opts, meteor=meteor, n_boot=n_boot,
-                                  seed=seed) if have_labeler else \
-                    score_reports(texts, res["reference"], train_reports=train_reports, bootstrap=bootstrap,
-                                  bertscore=bs_opts, meteor=meteor, n_boot=n_boot, seed=seed)
+                                  ref_labels=ref_labels, bootstrap=bootstrap, bertscore=bertscore, meteor=meteor,
+                                  n_boot=n_boot, seed=seed)
     pre = lambda d: {f"{prefix}_{k}": v for k, v in d.items()}
     conventions = dict(CONVENTIONS)
     if bertscore: conventions["bertscore"] = {k: scores["model"][k] for k in ("bertscore_model", "bertscore_num_layers", "bertscore_rescaled")}

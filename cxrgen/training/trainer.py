@@ -230,8 +230,11 @@ class RunLogger:
     def records(self, type: str | None = None) -> list[dict]:
         "All records so far (optionally of one `type`)."
         if not self.jsonl.exists(): return []
-        recs = [json.loads(l) for l in self.jsonl.read_text().splitlines() if l.strip()]
-        return [r for r in recs if type is None or r.get("type") == type]
+        recs = []
+        for l in self.jsonl.read_text(errors="replace").splitlines():
+            try: recs.append(json.loads(l))
+            except json.JSONDecodeError: continue  # a line cut by a kill mid-append: that record is lost, not the run
+        return [r for r in recs if isinstance(r, dict) and (type is None or r.get("type") == type)]
 
     def truncate(self, step: int) -> None:
         "Drop records after optimizer `step` (a resumed run redoes them)."
@@ -243,7 +246,11 @@ class RunLogger:
     def log(self, record: dict) -> None:
         "Append one record (numbers only besides `type`)."
         if not self.enabled: return
-        with open(self.jsonl, "a") as f: f.write(json.dumps(record, default=float) + "\n")
+        with open(self.jsonl, "a+b") as f:
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n": f.write(b"\n")  # end a line cut by a kill, so this record stays whole
+            f.write((json.dumps(record, default=float) + "\n").encode())
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
@@ -253,8 +260,9 @@ class RunLogger:
         "Rewrite `train_log.csv` and `eval_log.csv` from the JSONL."
         if not self.enabled: return
         import pandas as pd
+        allrecs = self.records()  # one read of the JSONL for both tables
         for t in ("train", "eval"):
-            recs = self.records(t)
+            recs = [r for r in allrecs if r.get("type") == t]
             if recs: atomic_write_text(self.folder / f"{t}_log.csv", pd.DataFrame(recs).drop(columns="type").to_csv(index=False))
 
     def close(self) -> None:
