@@ -94,7 +94,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", n_studies: int | None = None,
 
     t = time.time()
     eval_dir = out_dir / "eval"
-    ckpt = stage_dirs[2] / "checkpoints" / "best"
+    ckpt = stage_dirs[2]  # the run folder: evaluation takes its best checkpoint (else its last)
     if not (eval_dir / "metrics_test.json").exists():
         if notebooks:
             run_notebook("91_evaluate.ipynb", eval_dir, {"checkpoint": str(ckpt), "split": "test",

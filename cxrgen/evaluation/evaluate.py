@@ -317,10 +317,11 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
     conventions = dict(CONVENTIONS)
     if bertscore: conventions["bertscore"] = {k: scores["model"][k] for k in ("bertscore_model", "bertscore_num_layers", "bertscore_rescaled")}
     if bootstrap: conventions["bootstrap"] += f"; n_boot={n_boot}, seed={seed}, 95% (alpha=0.05)"
-    result = {"split": split_name, "checkpoint": str(ckpt), "n_studies": n,
+    result = {"split": split_name, "checkpoint": str(ckpt), "n_samples": n, "n_studies": len(set(res["study_id"])),
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "generation": gen, "data": {"csv": str(csv_path(cfg)), "section": cfg.data.section,
-                                          "study_level": cfg.data.study_level, "max_samples": cfg.data.max_eval_samples},
+                                          "study_level": cfg.data.study_level, "eval_per_study": cfg.data.eval_per_study,
+                                          "max_samples": cfg.data.max_eval_samples},
               "conventions": conventions, "metrics": pre(scores["model"]),
               "baselines": {k: {**base_info.get(k, {}), "metrics": pre(v)} for k, v in scores.items() if k != "model"}}
     files = {"metrics": out / f"metrics_{split_name}.json", "reports": out / f"reports_{split_name}.csv"}
