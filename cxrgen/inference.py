@@ -252,19 +252,12 @@ def _read_json(p: Path) -> dict | None:
     except (OSError, json.JSONDecodeError): return None
 
 def find_checkpoint_dir(path: str | Path) -> Path:
-    "The checkpoint folder for `path`: itself when it holds a model, else a run folder's `checkpoints/best` or `checkpoints/last`."
+    "The checkpoint folder for `path`: itself when it holds a model, else a run folder's best (else last) checkpoint."
+    from cxrgen.training.trainer import find_checkpoint  # the run-folder layout is the trainer's
     p = Path(path).expanduser()
-    if not p.exists():
-        raise CxrgenError(f"checkpoint folder {str(p)!r} not found; pass --checkpoint pointing to a checkpoint folder "
-                          "(outputs/<run_name>/checkpoints/best) or a run folder (outputs/<run_name>)")
-    if not p.is_dir():
+    if p.is_file():
         raise CxrgenError(f"--checkpoint {str(p)!r} is a file; pass the folder that holds it (model.safetensors, config, tokenizer)")
-    if (p / "model.safetensors").exists(): return p
-    for cand in (p / "checkpoints" / "best", p / "checkpoints" / "last", p / "best", p / "last"):
-        if (cand / "model.safetensors").exists(): return cand
-    raise CxrgenError(f"{str(p)!r} holds no checkpoint (no model.safetensors in it, nor in checkpoints/best or "
-                      "checkpoints/last); pass the folder written by training (outputs/<run_name>/checkpoints/best) "
-                      "or by ReportGenerator.save_pretrained")
+    return find_checkpoint(p)
 
 def checkpoint_run_config(ckpt: str | Path):
     "The `RunConfig` saved with a checkpoint (`run_config.json`, else the run folder's `config.json`), or None."

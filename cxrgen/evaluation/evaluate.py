@@ -217,13 +217,8 @@ def checkpoint_config(checkpoint_dir: str | Path) -> RunConfig:
     return _resolve_cfg(_find_ckpt(checkpoint_dir), None)
 
 def _find_ckpt(path) -> Path:
-    try:
-        from cxrgen.training.trainer import find_checkpoint
-        return find_checkpoint(path)
-    except ImportError:
-        p = Path(path)
-        if not (p / "model.safetensors").is_file(): raise CxrgenError(f"{p} holds no model.safetensors; pass a checkpoint folder")
-        return p
+    from cxrgen.training.trainer import find_checkpoint  # the run-folder layout is the trainer's
+    return find_checkpoint(path)
 
 def _label_unique(texts: Sequence[str]) -> pd.DataFrame:
     "`label_texts` labelling each distinct text once (the constant baseline is one text n times; references repeat per image)."
