@@ -66,10 +66,12 @@ def _cmd_train(args):
 def _cmd_eval(args):
     from cxrgen.evaluation.evaluate import evaluate_checkpoint
     cfg = _config(args) if (args.config_file or args.csv_file or args.overrides) else None
-    metrics = evaluate_checkpoint(args.checkpoint, cfg=cfg, split=args.split,
-                                  output_dir=resolve_path(args.output_dir) if args.output_dir else None,
-                                  max_samples=args.max_samples, bootstrap=not args.no_bootstrap)
-    print(json.dumps(metrics, indent=2, default=str))
+    from cxrgen.evaluation.evaluate import format_results
+    result = evaluate_checkpoint(args.checkpoint, cfg=cfg, split=args.split,
+                                 output_dir=resolve_path(args.output_dir) if args.output_dir else None,
+                                 max_samples=args.max_samples, bootstrap=not args.no_bootstrap)
+    print(format_results(result))
+    print("\n".join(f"{k}: {v}" for k, v in result["files"].items()))
 
 def _decoding(args) -> dict:
     return {k: getattr(args, k) for k in ("num_beams", "max_new_tokens", "no_repeat_ngram_size") if getattr(args, k) is not None}

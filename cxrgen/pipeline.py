@@ -112,21 +112,10 @@ def run_demo(out_dir: str | Path = "outputs/demo", n_studies: int | None = None,
     return summary
 
 # %% ../nbs/60_pipeline.ipynb #bf83127f
-def _fmt(m: dict, k: str) -> str:
-    v = m.get(k)
-    return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
-
 def format_demo_summary(s: dict) -> str:
     "The short printed summary at the end of the demo: where things are and the headline figures."
-    m = s["metrics"]  # metrics_test.json: model metrics under "metrics", each baseline's under baselines/<name>/metrics
-    rows = [("model", m.get("metrics", {}))] + [
-        (name, m.get("baselines", {}).get(key, {}).get("metrics", {}))
-        for name, key in (("most frequent training report", "constant_report"), ("nearest-neighbour retrieval", "nn_retrieval"))]
+    from cxrgen.evaluation.evaluate import format_results
     lines = [f"cxrgen demo finished in {s['total_seconds'] / 60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in s['seconds'].items())})",
              f"  data:    {s['data_dir']}", f"  stage 1: {s['stage1']}", f"  stage 2: {s['stage2']}",
-             f"  eval:    {s['eval']} (metrics_test.json, reports_test.csv, plots)", "",
-             f"  {'test split':32s} {'CheXpert F1 micro14 (u+)':>25s} {'F1 micro5 (u+)':>15s} {'BLEU-4':>8s}"]
-    for name, mm in rows:
-        lines.append(f"  {name:32s} {_fmt(mm, 'test_chexpert_f1_micro14_upos'):>25s} "
-                     f"{_fmt(mm, 'test_chexpert_f1_micro5_upos'):>15s} {_fmt(mm, 'test_bleu_4'):>8s}")
-    return "\n".join(lines)
+             f"  eval:    {s['eval']} (metrics_test.json, reports_test.csv, plots)", ""]
+    return "\n".join(lines + ["  " + l for l in format_results(s["metrics"]).splitlines()])

@@ -72,3 +72,12 @@ def test_preprocess_explains_an_unrenamed_download(tmp_path):
     r = run("preprocess", "--mimic_dir", tmp_path)
     assert r.returncode == 2
     assert "files/" in r.stderr and "images" in r.stderr, r.stderr
+
+
+def test_eval_on_a_tiny_checkpoint(tmp_path):
+    from cxrgen.evaluation.evaluate import smoke_checkpoint
+    ckpt, _ = smoke_checkpoint(tmp_path / "run")
+    r = run("eval", "--checkpoint", ckpt, "--split", "test", "--output_dir", tmp_path / "eval", "--no_bootstrap")
+    assert r.returncode == 0, r.stderr
+    assert "most frequent training report" in r.stdout and "CheXpert F1 micro14" in r.stdout, r.stdout
+    assert (tmp_path / "eval" / "metrics_test.json").is_file() and (tmp_path / "eval" / "reports_test.csv").is_file()

@@ -25,7 +25,7 @@ from .metrics import (compute_metrics, label_slug, label_texts, tokenize_report)
 # %% auto #0
 __all__ = ['log', 'CONVENTIONS', 'split_prefix', 'report_stats', 'score_reports', 'most_frequent_report',
            'nearest_neighbour_reports', 'generate_split', 'encode_split', 'plot_per_label_f1', 'plot_lengths',
-           'plot_label_confusion', 'checkpoint_config', 'evaluate_checkpoint', 'smoke_checkpoint']
+           'plot_label_confusion', 'checkpoint_config', 'evaluate_checkpoint', 'smoke_checkpoint', 'format_results']
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #8dc7b424
 log = get_logger("cxrgen.evaluation.evaluate")
@@ -387,3 +387,18 @@ def smoke_checkpoint(folder: str | Path, n_studies: int = 30, image_size: int = 
     atomic_write_json(ckpt / "run_config.json", cfg.to_dict())
     atomic_write_json(ckpt.parent.parent / "config.json", cfg.to_dict())
     return ckpt, cfg
+
+# %% ../../nbs/32_evaluation.evaluate.ipynb #3f74d6fa
+_BASELINE_NAMES = {"constant_report": "most frequent training report", "nn_retrieval": "nearest-neighbour retrieval"}
+_HEADLINE = [("CheXpert F1 micro14 u+", "chexpert_f1_micro14_upos"), ("F1 micro5 u+", "chexpert_f1_micro5_upos"),
+             ("terms F1", "clinical_terms_f1"), ("BLEU-4", "bleu_4"), ("ROUGE-L", "rouge_l")]
+
+def format_results(result: dict) -> str:
+    "A text table of the headline metrics of an `evaluate_checkpoint` result: the model, then each baseline."
+    p = split_prefix(result["split"])
+    rows = [("model", result["metrics"])] + [(_BASELINE_NAMES.get(k, k), b["metrics"]) for k, b in result.get("baselines", {}).items()]
+    fmt = lambda m, k: f"{m[f'{p}_{k}']:.3f}" if isinstance(m.get(f"{p}_{k}"), (int, float)) else "n/a"
+    lines = [f"{result['split']} split, {result['n_studies']} studies".ljust(32) + "".join(f"{h:>24s}" if i == 0 else f"{h:>14s}" for i, (h, _) in enumerate(_HEADLINE))]
+    for name, m in rows:
+        lines.append(f"{name:32s}" + "".join(f"{fmt(m, k):>24s}" if i == 0 else f"{fmt(m, k):>14s}" for i, (_, k) in enumerate(_HEADLINE)))
+    return "\n".join(lines)
