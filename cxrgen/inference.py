@@ -26,9 +26,9 @@ from .core import CHEXPERT_LABELS, CxrgenError, atomic_write_json, atomic_write_
 __all__ = ['IMAGE_EXTENSIONS', 'MANIFEST_NAME', 'PROGRESS_NAME', 'REPORTS_CSV', 'ERRORS_CSV', 'is_image_file', 'find_images',
            'UnsafeOutputPath', 'safe_component', 'check_inside', 'safe_output_path', 'plan_outputs',
            'checkpoint_fingerprint', 'job_identity', 'read_progress', 'append_progress', 'remove_job_outputs',
-           'prepare_output_dir', 'write_manifest', 'write_result_csvs', 'find_checkpoint_dir', 'checkpoint_run_config',
-           'resolve_decoding', 'ReportGeneratorPipeline', 'study_views', 'find_studies', 'load_generator',
-           'make_demo_checkpoint', 'label_texts', 'infer_single', 'infer_batch']
+           'prepare_output_dir', 'write_manifest', 'write_result_csvs', 'find_checkpoint_dir', 'resolve_decoding',
+           'ReportGeneratorPipeline', 'study_views', 'find_studies', 'load_generator', 'make_demo_checkpoint',
+           'label_texts', 'infer_single', 'infer_batch']
 
 # %% ../nbs/40_inference.ipynb #bac6f3ca
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".dcm")
@@ -247,10 +247,6 @@ def write_result_csvs(out_dir: str | Path, # OUT
 # %% ../nbs/40_inference.ipynb #64995d17
 _log = get_logger("cxrgen.inference")
 
-def _read_json(p: Path) -> dict | None:
-    try: return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError): return None
-
 def find_checkpoint_dir(path: str | Path) -> Path:
     "The checkpoint folder for `path`: itself when it holds a model, else a run folder's best (else last) checkpoint."
     from cxrgen.training.trainer import find_checkpoint  # the run-folder layout is the trainer's
@@ -258,20 +254,6 @@ def find_checkpoint_dir(path: str | Path) -> Path:
     if p.is_file():
         raise CxrgenError(f"--checkpoint {str(p)!r} is a file; pass the folder that holds it (model.safetensors, config, tokenizer)")
     return find_checkpoint(p)
-
-def checkpoint_run_config(ckpt: str | Path):
-    "The `RunConfig` saved with a checkpoint (`run_config.json`, else the run folder's `config.json`), or None."
-    from cxrgen.config import config_from_dict
-    ckpt = Path(ckpt)
-    cands = [ckpt / "run_config.json"] + ([ckpt.parent.parent / "config.json"] if ckpt.parent.name == "checkpoints" else [])
-    for p in cands:
-        d = _read_json(p) if p.is_file() else None
-        if isinstance(d, dict) and "data" in d and "model" in d:
-            try: return config_from_dict(d)
-            except CxrgenError as e:
-                raise CxrgenError(f"the config saved with the checkpoint, {p}, is invalid ({e}); "
-                                  "re-save the checkpoint with this cxrgen version or fix the file") from None
-    return None
 
 # %% ../nbs/40_inference.ipynb #d189c274
 def resolve_decoding(base=None, # the checkpoint's `GenerationConfig` (or a dict); None: cxrgen's defaults
@@ -454,6 +436,7 @@ def load_generator(checkpoint_dir: str | Path, # checkpoint folder, or a run fol
         raise CxrgenError(f"cannot load the checkpoint in {ckpt} ({type(e).__name__}: {e}); the folder must hold the files "
                           "ReportGenerator.save_pretrained writes (config.json, model.safetensors, tokenizer files) from "
                           "the same save: re-save it, or pass another --checkpoint (e.g. outputs/<run>/checkpoints/last)") from None
+    from cxrgen.training.trainer import checkpoint_run_config
     cfg = checkpoint_run_config(ckpt)
     if cfg is None:
         size = model.image_size or model.data_config["input_size"][-1]

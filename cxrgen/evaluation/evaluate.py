@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig, config_from_dict, csv_path, load_config, validate_config
+from ..config import RunConfig, csv_path, load_config, validate_config
 from ..core import (CHEXPERT5, CHEXPERT_LABELS, CxrgenError, atomic_write_bytes, atomic_write_json,
                          atomic_write_text, get_device, get_logger, seed_everything)
 from .metrics import (compute_metrics, label_slug, label_texts, tokenize_report)
@@ -207,8 +207,9 @@ CONVENTIONS = {
 def _resolve_cfg(ckpt: Path, cfg) -> RunConfig:
     if isinstance(cfg, RunConfig): return validate_config(cfg.copy())
     if cfg is not None: return load_config(cfg)
-    for p in (ckpt / "run_config.json", ckpt.parent.parent / "config.json"):
-        if p.is_file(): return config_from_dict(json.loads(p.read_text()))
+    from cxrgen.training.trainer import checkpoint_run_config
+    saved = checkpoint_run_config(ckpt)
+    if saved is not None: return saved
     raise CxrgenError(f"no run config found for checkpoint {ckpt} (looked for run_config.json in it and config.json in its "
                       "run folder); pass cfg= (a RunConfig, preset name or config file) naming the data to evaluate on")
 

@@ -32,7 +32,8 @@ from ..config import RunConfig, config_from_dict, csv_path, resolve_path, run_di
 __all__ = ['CHECKPOINT_NAMES', 'resolve_precision', 'make_accelerator', 'configure_trainable', 'enable_gradient_checkpointing',
            'param_groups', 'warmup_cosine', 'build_scheduler', 'save_optimizer_state', 'load_optimizer_state',
            'get_rng_state', 'set_rng_state', 'save_rng_state', 'load_rng_state', 'find_checkpoint',
-           'read_trainer_state', 'RunLogger', 'oom_message', 'Trainer', 'format_summary', 'train_stage']
+           'checkpoint_run_config', 'read_trainer_state', 'RunLogger', 'oom_message', 'Trainer', 'format_summary',
+           'train_stage']
 
 # %% ../../nbs/20_training.trainer.ipynb #12fe830e
 def resolve_precision(precision: str = "auto", device_type: str | None = None) -> str:
@@ -205,6 +206,20 @@ def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
                 if (cand / "trainer_state.json").exists() or (cand / "model.safetensors").exists(): return cand
     raise CxrgenError(f"{str(p)!r} holds no checkpoint (looked for checkpoints/best, checkpoints/last and model.safetensors); "
                       "pass the folder of a finished or interrupted training run")
+
+def checkpoint_run_config(ckpt: str | Path) -> RunConfig | None:
+    "The `RunConfig` saved with a checkpoint (`run_config.json`, else its run folder's `config.json`), or None."
+    ckpt = Path(ckpt)
+    cands = [ckpt / "run_config.json"] + ([ckpt.parent.parent / "config.json"] if ckpt.parent.name == "checkpoints" else [])
+    for p in cands:
+        try: d = json.loads(p.read_text()) if p.is_file() else None
+        except (OSError, json.JSONDecodeError): d = None
+        if isinstance(d, dict) and "data" in d and "model" in d:
+            try: return config_from_dict(d)
+            except CxrgenError as e:
+                raise CxrgenError(f"the config saved with the checkpoint, {p}, is invalid ({e}); "
+                                  "re-save the checkpoint with this cxrgen version or fix the file") from None
+    return None
 
 def read_trainer_state(ckpt: str | Path) -> dict:
     "The `trainer_state.json` of a checkpoint folder."
