@@ -24,7 +24,7 @@ from ..config import ModelConfig
 from ..core import CHEXPERT_LABELS, CxrgenError, atomic_write_json, get_logger
 from .language_decoder import decoder_from_config, load_decoder, position_limit, set_special_tokens
 from .mapping_network import MappingNetwork
-from .vision_encoder import VisionEncoder
+from .vision_encoder import VisionEncoder, check_state_dict
 
 # %% auto #0
 __all__ = ['ReportGeneratorOutput', 'label_targets', 'mask_positions', 'ReportGenerator']
@@ -300,13 +300,8 @@ def from_pretrained(cls: ReportGenerator, path: str | Path,  # a folder written 
     missing = [k for k in own if k not in sd and not (k in alias and alias[k] in sd)]
     unexpected = [k for k in sd if k not in own]
     shape = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
-    if missing or unexpected or shape:
-        msg = [f"{d / _WEIGHTS} does not match the architecture in {d / _CONFIG}:"]
-        if missing: msg.append(f"  {len(missing)} missing keys, e.g. {missing[:5]}")
-        if unexpected: msg.append(f"  {len(unexpected)} unexpected keys, e.g. {unexpected[:5]}")
-        if shape: msg.append(f"  {len(shape)} shape mismatches, e.g. {shape[:3]}")
-        msg.append("  fix: keep config.json and model.safetensors from the same save_pretrained call")
-        raise CxrgenError("\n".join(msg))
+    check_state_dict(missing, unexpected, shape, f"{d / _WEIGHTS} does not match the architecture in {d / _CONFIG}",
+                     "keep config.json and model.safetensors from the same save_pretrained call")
     model.load_state_dict(sd, strict=False)
     return model.to(map_location)
 

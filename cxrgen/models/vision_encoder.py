@@ -14,7 +14,7 @@ from torch import nn
 from ..core import CxrgenError, get_logger
 
 # %% auto #0
-__all__ = ['read_state_dict', 'load_encoder_weights', 'VisionEncoder']
+__all__ = ['read_state_dict', 'check_state_dict', 'load_encoder_weights', 'VisionEncoder']
 
 # %% ../../nbs/10_models.vision_encoder.ipynb #96796aab
 _PREFIXES = ("module.", "model.", "encoder.", "backbone.", "visual.", "image_encoder.")
@@ -53,6 +53,15 @@ def _strip_prefixes(sd: dict, expected: set) -> dict:
         if best is None: return sd
         sd = best
 
+def check_state_dict(missing: list, unexpected: list, shape: list, what: str, fix: str):
+    "Raise one `CxrgenError` listing missing / unexpected / mis-shaped keys (a few of each) and the fix; nothing when all fit."
+    if not (missing or unexpected or shape): return
+    msg = [f"{what}:"]
+    if missing: msg.append(f"  {len(missing)} missing keys, e.g. {missing[:5]}")
+    if unexpected: msg.append(f"  {len(unexpected)} unexpected keys, e.g. {unexpected[:5]}")
+    if shape: msg.append(f"  {len(shape)} shape mismatches, e.g. {shape[:3]}")
+    raise CxrgenError("\n".join(msg + [f"  fix: {fix}"]))
+
 def load_encoder_weights(model: nn.Module, path: str | Path, name: str = "") -> nn.Module:
     "Load a local state dict into a timm `model` built without its classifier; every backbone key must match."
     sd = read_state_dict(path)
@@ -63,14 +72,9 @@ def load_encoder_weights(model: nn.Module, path: str | Path, name: str = "") -> 
     unexpected = [k for k in sd if k not in own and not k.startswith(heads)]
     missing = [k for k in own if k not in sd]
     shape = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shape:
-        msg = [f"encoder weights {str(path)!r} do not fit timm model {name!r}:"]
-        if missing: msg.append(f"  {len(missing)} missing keys, e.g. {missing[:5]}")
-        if unexpected: msg.append(f"  {len(unexpected)} unexpected keys, e.g. {unexpected[:5]}")
-        if shape: msg.append(f"  {len(shape)} shape mismatches, e.g. {shape[:3]}")
-        msg.append("  fix: set model.encoder to the architecture the file was trained with (and model.encoder_kwargs/in_chans), "
-                   "or convert the checkpoint's keys to timm's names")
-        raise CxrgenError("\n".join(msg))
+    check_state_dict(missing, unexpected, shape, f"encoder weights {str(path)!r} do not fit timm model {name!r}",
+                     "set model.encoder to the architecture the file was trained with (and model.encoder_kwargs/in_chans), "
+                     "or convert the checkpoint's keys to timm's names")
     model.load_state_dict({k: sd[k] for k in own}, strict=True)
     return model
 
