@@ -3,7 +3,7 @@
     python bench/bench_inference.py                       # 32 images, batch sizes 8 and 16, 1 thread
     python bench/bench_inference.py --n_images 64 --batch_sizes 4,8,32 --threads 4 --json bench_inference.json
 
-The model is the `demo` preset (resnet18 at 128 px, a 2-layer GPT-2, 256 wide) with random weights,
+The model is the `demo` preset (resnet10t at 128 px, a 2-layer GPT-2, 256 wide) with random weights,
 saved and loaded as a checkpoint. Every report is forced to exactly `--tokens` new tokens
 (min_new_tokens = max_new_tokens), so one-by-one and batched runs do the same work and the
 speed-up measures batching, not when an untrained model happens to emit </s>.
@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
 
     info = {"device": "cpu", "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
             "os_cpus": os.cpu_count(), "torch": torch.__version__, "python": sys.version.split()[0], "n_images": n,
-            "tokens_per_report": args.tokens, "repeats": R, "num_beams": args.num_beams, "model": "demo preset (resnet18 128px + GPT-2 2x256), random init",
+            "tokens_per_report": args.tokens, "repeats": R, "num_beams": args.num_beams, "model": "demo preset (resnet10t 128px + GPT-2 2x256), random init",
             "preprocess_ms_per_image": 1000 * t_pre / n}
     print(f"cxrgen inference benchmark: {n} images, {args.tokens} tokens/report, beams={args.num_beams}, "
           f"CPU {info['cpu']} with {info['torch_threads']} torch thread(s) ({info['os_cpus']} cores seen), torch {info['torch']}")

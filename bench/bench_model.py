@@ -2,7 +2,7 @@
 
     python bench/bench_model.py [--device cpu|cuda|auto] [--threads N] [--batch 16] [--gen-batch 4]
 
-CPU (always): the demo-size model (cxrgen.config.get_preset('demo').model: ResNet-18 at 128 px, linear
+CPU (always): the demo-size model (cxrgen.config.get_preset('demo').model: ResNet-10t at 128 px, linear
 mapping, 2-layer GPT-2 of width 256 built from its decoder_config) with a byte-level BPE tokenizer of
 ~1000 tokens trained on template reports. CUDA (when available and --device allows): ViT-B/16 at
 224 px + a GPT-2-small-sized decoder (12 layers, width 768), random init from configs (no download), bf16 autocast.

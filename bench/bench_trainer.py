@@ -1,7 +1,7 @@
 """Trainer step time against a bare PyTorch loop (same model, batch, optimizer), in one run.
 
     python bench/bench_trainer.py                 # CPU: tiny model, 64 px (what `make bench` runs)
-    python bench/bench_trainer.py --size demo     # the demo preset model (ResNet-18 128 px + 2-layer GPT-2)
+    python bench/bench_trainer.py --size demo     # the demo preset model (ResNet-10t 128 px + 2-layer GPT-2)
     python bench/bench_trainer.py --size vit-gpt2 # GPU: ViT-B/16 + GPT-2 (12 x 768) at 224 px, bf16: samples/s and MFU
 
 Both loops do the same work per optimizer step: move the batch to the device, forward under the
@@ -44,16 +44,17 @@ TEXTS = ["the heart size is normal. the lungs are clear. no pleural effusion or 
 SIZES = {
     "tiny": {"model.encoder": "resnet10t", "model.decoder_config": {"model_type": "gpt2", "n_layer": 2, "n_head": 2,
              "n_embd": 64, "n_positions": 160}, "data.image_size": 64, "train.batch_size": 8, "data.max_length": 64},
-    "demo": {"train.batch_size": 16},  # the demo preset: ResNet-18 at 128 px + a 2-layer, 256-wide GPT-2
+    "demo": {"train.batch_size": 16},  # the demo preset: ResNet-10t at 128 px + a 2-layer, 256-wide GPT-2
     "vit-gpt2": {"model.encoder": "vit_base_patch16_224", "model.decoder_config": {"model_type": "gpt2", "n_layer": 12,
-                 "n_head": 12, "n_embd": 768, "n_positions": 512}, "data.image_size": 224, "train.batch_size": 32,
+                 "n_head": 12, "n_embd": 768, "n_positions": 512}, "data.image_size": 224, "data.cache_size": 256, "train.batch_size": 32,
                  "data.max_length": 128, "data.vocab_size": 8000},
 }
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
 
-def build(size: str, stage: int, precision: str):
-    cfg = apply_overrides(get_preset("demo"), {**SIZES[size], "model.pretrained": False, "train.stage": stage,
+def build(size: str, stage: int, precision: str, batch_size: int | None = None):
+    over = {**SIZES[size], **({"train.batch_size": batch_size} if batch_size else {})}
+    cfg = apply_overrides(get_preset("demo"), {**over, "model.pretrained": False, "train.stage": stage,
                                                "train.precision": precision, "train.log_every": 10**9,
                                                "train.warmup_ratio": 0.0, "train.max_grad_norm": 1.0})
     tok = train_tokenizer(TEXTS * 20, vocab_size=min(cfg.data.vocab_size, 600), min_frequency=1)
@@ -101,13 +102,14 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="steps per timed block")
     ap.add_argument("--blocks", type=int, default=3, help="alternating timed blocks per loop")
     ap.add_argument("--precision", default="auto", help="train.precision (auto: bf16 on GPU, fp32 on CPU)")
+    ap.add_argument("--batch", type=int, default=None, help="train.batch_size (default: the size's own)")
     ap.add_argument("--peak_tflops", type=float, default=None, help="accelerator peak dense TFLOP/s for MFU (default: by GPU name)")
     a = ap.parse_args()
     cuda = torch.cuda.is_available()
     if not cuda: torch.set_num_threads(1)  # shared CPUs: one thread gives steadier timings
     size = a.size or ("vit-gpt2" if cuda else "tiny")
     steps = a.steps or (20 if cuda else 4)
-    cfg, model, batch = build(size, a.stage, a.precision)
+    cfg, model, batch = build(size, a.stage, a.precision, a.batch)
     acc = make_accelerator(cfg.train.precision)
     device = acc.device
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision)

@@ -44,15 +44,15 @@ def _cmd_synth(args):
 def _cmd_preprocess(args):
     from cxrgen.data.mimic import preprocess
     mimic_dir = resolve_path(args.mimic_dir)
-    views = [v.strip() for v in args.views.split(",")] if args.views else None
     kw = dict(out_csv=resolve_path(args.out) if args.out else None, section=args.section, minimal=args.minimal)
-    if views: kw["views"] = views
+    if args.views is not None:  # "all" keeps every view; an empty item ("PA,AP,") keeps blank ViewPosition
+        kw["views"] = None if args.views.strip().lower() == "all" else [v.strip() for v in args.views.split(",")]
     df = preprocess(mimic_dir, **kw)
     if args.cache_size:
         from cxrgen.data.dataloader import image_cache_dir
         from cxrgen.data.images import build_image_cache
         cache_root = image_cache_dir(resolve_path(args.cache_dir), mimic_dir)
-        ok, bad = build_image_cache(df["image_path"].tolist(), mimic_dir, cache_root, args.cache_size, num_workers=args.num_workers)
+        ok, bad = build_image_cache(df["image_path"].tolist(), mimic_dir, cache_root, args.cache_size, num_workers=args.num_workers, retry_bad=args.retry_bad)
         print(f"image cache: {len(ok)} images at {args.cache_size} px under {cache_root}"
               + (f"; {len(bad)} unreadable, listed in bad_images.csv" if len(bad) else ""))
 
@@ -109,12 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check the MIMIC-CXR layout, join the official lists, metadata, split and CheXpert labels, parse the reports, filter views and empty sections, write mimic-cxr-list-filtered.csv, then resize the kept images once into the cache.")
     s.add_argument("--mimic_dir", required=True, help="MIMIC-CXR root with images/, reports/ and the official CSVs")
     s.add_argument("--out", default=None, help="output CSV (default: <mimic_dir>/mimic-cxr-list-filtered.csv)")
-    s.add_argument("--views", default=None, help="comma-separated ViewPosition values to keep (default: PA,AP)")
+    s.add_argument("--views", default=None, help="comma-separated ViewPosition values to keep (default: PA,AP); "
+                   "'all' keeps every view; an empty item (PA,AP,) also keeps images whose ViewPosition is blank")
     s.add_argument("--section", default="findings", choices=["findings", "impression", "findings_impression"], help="target section; studies without it are dropped")
     s.add_argument("--minimal", type=int, default=None, metavar="N", help="also write mimic-cxr-list-minimal.csv with N studies per split")
     s.add_argument("--cache_dir", default="data_cache", help="where the resized image cache goes (default: data_cache)")
     s.add_argument("--cache_size", type=int, default=256, help="shorter side of cached images; 0 skips the cache (default: 256)")
     s.add_argument("--num_workers", type=int, default=None, help="processes for the cache (default: all cores)")
+    s.add_argument("--retry_bad", action="store_true", help="decode the images listed in bad_images.csv again "
+                   "(those whose file changed since are retried anyway)")
     s.set_defaults(func=_cmd_preprocess)
 
     s = sub.add_parser("train", help="train stage 1 (encoder frozen) or stage 2 (fine-tune)",

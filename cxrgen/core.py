@@ -18,7 +18,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['CHEXPERT_LABELS', 'CHEXPERT5', 'CxrgenError', 'project_root', 'data_cache_dir', 'outputs_dir', 'seed_everything',
-           'get_device', 'get_logger', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_dir']
+           'get_device', 'get_logger', 'default_mode', 'mkstemp_like_open', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_write_json', 'atomic_dir']
 
 # %% ../nbs/00_core.ipynb #a6c337f5
 class CxrgenError(Exception):
@@ -85,11 +86,30 @@ def get_logger(name: str = "cxrgen", level: int | str | None = None) -> logging.
     return logging.getLogger(name if name.startswith("cxrgen") else f"cxrgen.{name}")
 
 # %% ../nbs/00_core.ipynb #3e393103
+def _umask() -> int:
+    "The process umask, read without changing it where /proc allows (os.umask's set-and-restore is not thread-safe)."
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"): return int(line.split()[1], 8)
+    except (OSError, ValueError): pass
+    m = os.umask(0o022); os.umask(m)
+    return m
+
+def default_mode(is_dir: bool = False) -> int:
+    "The permission bits `open()` (0666) or `mkdir` (0777) would give a new file or folder under the current umask."
+    return (0o777 if is_dir else 0o666) & ~_umask()
+
+def mkstemp_like_open(path: Path) -> tuple[int, str]:
+    "A temporary sibling of `path` (fd, name) with the mode `open(path, 'w')` would give it."
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, default_mode())
+    return fd, tmp
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     "Write `data` to `path` via a temporary file in the same folder and an atomic rename."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = mkstemp_like_open(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -125,6 +145,7 @@ def atomic_dir(path: str | Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, default_mode(is_dir=True))
     try:
         yield tmp
         _fsync_tree(tmp)

@@ -65,6 +65,15 @@ def test_synth_then_preprocess(tmp_path):
     # a second run resumes: nothing left to build
     r = run("preprocess", "--mimic_dir", data, "--cache_dir", tmp_path / "cache", "--cache_size", 64, "--num_workers", 1)
     assert r.returncode == 0 and "0 to build" in (r.stdout + r.stderr), r.stdout + r.stderr
+    # every view, lateral included; the minimal CSV follows the new filtered CSV
+    r = run("preprocess", "--mimic_dir", data, "--views", "all", "--cache_size", 0)
+    assert r.returncode == 0, r.stderr
+    all_views = pd.read_csv(data / "mimic-cxr-list-filtered.csv", keep_default_na=False)
+    assert "LATERAL" in set(all_views["view_position"]) and len(all_views) > len(df)
+    mini = pd.read_csv(data / "mimic-cxr-list-minimal.csv")
+    assert set(mini["dicom_id"]) <= set(all_views["dicom_id"]) and "LATERAL" in set(mini["view_position"])
+    r = run("preprocess", "--mimic_dir", data, "--minimal", -1, "--cache_size", 0)
+    assert r.returncode == 2 and "--minimal N" in r.stderr, r.stderr
 
 
 def test_preprocess_explains_an_unrenamed_download(tmp_path):

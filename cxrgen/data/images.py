@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..core import CxrgenError, atomic_write_text, get_logger
+from ..core import CxrgenError, atomic_write_text, get_logger, mkstemp_like_open
 
 # %% auto #0
 __all__ = ['ImageLoadError', 'to_uint8', 'load_dicom', 'write_test_dicom', 'load_image', 'resize_shorter_side',
@@ -192,7 +192,7 @@ def _cache_one(args) -> tuple[str, str | None]:
     tmp = None
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+        fd, tmp = mkstemp_like_open(dst)
         with os.fdopen(fd, "wb") as f: f.write(buf.getvalue())
         os.replace(tmp, dst)
     except OSError as e:
@@ -209,18 +209,25 @@ def _is_cached(rel, src_root, cache_dir, size) -> bool:
     except OSError: return True  # source gone: the cached copy is all there is
 
 # %% ../../nbs/05_data.images.ipynb #12271a1a
+def _source_sig(src_root, rel) -> str:
+    try: st = Path(src_root, rel).stat()
+    except OSError: return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
 def _read_bad(path: Path) -> dict:
+    "{rel_path: (reason, source signature)}; lists written before the `source` column get '' (retried once)."
     if not path.exists(): return {}
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     if list(df.columns[:2]) != ["path", "reason"]:
-        raise CxrgenError(f"{path} should have the columns path,reason; delete it to rebuild the list")
-    return dict(zip(df["path"], df["reason"]))
+        raise CxrgenError(f"{path} should have the columns path,reason,source; delete it to rebuild the list")
+    sig = df["source"] if "source" in df.columns else [""] * len(df)
+    return {p: (r, s) for p, r, s in zip(df["path"], df["reason"], sig)}
 
 def _write_bad(path: Path, bad: dict):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "reason"])
-    for k in sorted(bad): w.writerow([k, bad[k]])
+    w.writerow(["path", "reason", "source"])
+    for k in sorted(bad): w.writerow([k, *bad[k]])
     atomic_write_text(path, buf.getvalue())
 
 def build_image_cache(rel_paths, src_root: str | Path, cache_dir: str | Path, size: int, num_workers: int | None = None,
@@ -232,13 +239,13 @@ def build_image_cache(rel_paths, src_root: str | Path, cache_dir: str | Path, si
     out_root.mkdir(parents=True, exist_ok=True)
     bad_csv = out_root / "bad_images.csv"
     bad = _read_bad(bad_csv)
-    if retry_bad:
-        wanted = set(rels)
-        bad = {k: v for k, v in bad.items() if k not in wanted}
+    wanted = set(rels)
+    changed = [k for k, (_, sig) in bad.items() if k in wanted and (retry_bad or sig != _source_sig(src_root, k))]
+    for k in changed: del bad[k]
     todo = [r for r in rels if r not in bad and not _is_cached(r, src_root, cache_dir, size)]
     n_known_bad = sum(r in bad for r in rels)
     log.info(f"image cache {out_root}: {len(rels) - len(todo) - n_known_bad} cached, {n_known_bad} known bad, "
-             f"{len(todo)} to build")
+             f"{len(todo)} to build" + (f" ({len(changed)} formerly bad retried)" if changed else ""))
     n_new_bad, nw = 0, (os.cpu_count() or 1) if num_workers is None else num_workers
     jobs = [(r, str(src_root), str(cache_dir), int(size), quality) for r in todo]
     pool = Pool(min(nw, len(jobs))) if nw > 1 and len(jobs) > 1 else None
@@ -250,12 +257,12 @@ def build_image_cache(rel_paths, src_root: str | Path, cache_dir: str | Path, si
             results = tqdm(results, total=len(jobs), desc=f"image cache {size}px", unit="img", smoothing=0.1)
         for i, (rel, reason) in enumerate(results):
             if reason is not None:
-                bad[rel], n_new_bad = reason, n_new_bad + 1
+                bad[rel], n_new_bad = (reason, _source_sig(src_root, rel)), n_new_bad + 1
                 if n_new_bad % 100 == 0: _write_bad(bad_csv, bad)  # keep the list across a kill
     finally:
         if pool is not None: pool.terminate(); pool.join()
         if bad or bad_csv.exists(): _write_bad(bad_csv, bad)
     if n_new_bad: log.warning(f"{n_new_bad} unreadable image(s) skipped; reasons in {bad_csv}")
-    bad_df = pd.DataFrame({"path": [r for r in rels if r in bad], "reason": [bad[r] for r in rels if r in bad]},
+    bad_df = pd.DataFrame({"path": [r for r in rels if r in bad], "reason": [bad[r][0] for r in rels if r in bad]},
                           columns=["path", "reason"])
     return [r for r in rels if r not in bad], bad_df

@@ -22,8 +22,8 @@ from .reports import TARGET_SECTIONS, clean_sections
 # %% auto #0
 __all__ = ['RECORD_LIST', 'STUDY_LIST', 'METADATA_CSV', 'SPLIT_CSV', 'CHEXPERT_CSV', 'REPORTS_ZIP', 'IMAGES_DIR', 'REPORTS_DIR',
            'FILTERED_CSV', 'MINIMAL_CSV', 'SPLITS', 'OFFICIAL_COLUMNS', 'REQUIRED_COLUMNS', 'SOURCES',
-           'FILTERED_COLUMNS', 'read_official_csv', 'MimicLayout', 'check_layout', 'minimal_subset', 'preprocess',
-           'read_filtered_csv']
+           'FILTERED_COLUMNS', 'VIEW_CODE_MEANINGS', 'read_official_csv', 'MimicLayout', 'check_layout',
+           'minimal_subset', 'preprocess', 'read_filtered_csv']
 
 # %% ../../nbs/04_data.mimic.ipynb #f5908834
 RECORD_LIST = "cxr-record-list.csv.gz"
@@ -71,17 +71,19 @@ def _official_name(path: Path) -> str:
     n = Path(path).name
     return n if n in OFFICIAL_COLUMNS or not (n + ".gz") in OFFICIAL_COLUMNS else n + ".gz"
 
-def read_official_csv(path: str | Path, required_columns: Sequence[str] | None = None, nrows: int | None = None) -> pd.DataFrame:
+def read_official_csv(path: str | Path, required_columns: Sequence[str] | None = None, nrows: int | None = None,
+                      optional_columns: Sequence[str] = ()) -> pd.DataFrame:
     "Read an official MIMIC-CXR CSV(.gz); raise `CxrgenError` naming the file and any missing column(s)."
     path = Path(path)
     name = _official_name(path)
     cols = list(required_columns) if required_columns is not None else REQUIRED_COLUMNS.get(name)
+    wanted = cols + [c for c in optional_columns if c not in cols] if cols else None
     source = SOURCES.get(name, "the official MIMIC-CXR / MIMIC-CXR-JPG release")
     if not path.is_file():
         raise CxrgenError(f"{path} not found: download {name} from {source} and put it in {path.parent}.")
     try:
         df = pd.read_csv(path, nrows=nrows, dtype={c: "str" for c in _STR_COLUMNS},
-                         usecols=(lambda c: c in cols) if cols else None)
+                         usecols=(lambda c: c in wanted) if wanted else None)
         header = list(pd.read_csv(path, nrows=0).columns) if cols else list(df.columns)
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise CxrgenError(f"Cannot read {path} ({type(e).__name__}: {e}): the file is truncated or not a CSV; "
@@ -122,13 +124,16 @@ def _groups(d: Path) -> list[Path]:
 
 def _peek(d: Path) -> set[str]:
     "What a pNN/pNNNNNNNN tree holds, from its first patient folder: {'jpg', 'dcm', 'txt', ...}."
-    kinds = set()
-    for g in _groups(d)[:1]:
-        for patient in sorted(g.iterdir())[:1]:
-            for e in sorted(patient.iterdir())[:8]:
-                if e.is_file(): kinds.add(e.suffix.lstrip(".").lower())
-                elif e.is_dir():
-                    kinds |= {f.suffix.lstrip(".").lower() for f in sorted(e.iterdir())[:4]} or {"empty"}
+    kinds = set()  # wget -r leaves index.html files beside the folders: only folders are walked into
+    try:
+        for g in _groups(d)[:1]:
+            for patient in sorted(e for e in g.iterdir() if e.is_dir())[:1]:
+                for e in sorted(patient.iterdir())[:8]:
+                    if e.is_file() and e.suffix.lower() != ".html": kinds.add(e.suffix.lstrip(".").lower())
+                    elif e.is_dir():
+                        kinds |= {f.suffix.lstrip(".").lower() for f in sorted(e.iterdir())[:4]
+                                  if f.suffix.lower() != ".html"} or {"empty"}
+    except OSError: pass  # unreadable: the checks below report what is missing
     return kinds
 
 def _find_csv(root: Path, name: str) -> Optional[Path]:
@@ -240,13 +245,26 @@ def _read_reports(root: Path, rel_paths: Sequence[str], fallback: bool, workers:
         res = [r for part in ex.map(work, chunks) for r in part]
     return pd.DataFrame(res, columns=["status", "findings", "impression", "findings_source"], dtype="str")
 
+def _nonempty_file(p: Path) -> bool:
+    try: st = p.stat()
+    except OSError: return False
+    return st.st_size > 0 and not os.path.isdir(p)
+
 def _files_exist(root: Path, rel_paths: Sequence[str], workers: int | None) -> np.ndarray:
+    "Per path: a non-empty file is there (a 0-byte file is an interrupted download)."
     rel_paths = list(rel_paths)
     workers = workers or min(16, (os.cpu_count() or 1) * 4)
     chunks = [rel_paths[i:i + 1024] for i in range(0, len(rel_paths), 1024)]  # one task per chunk, not per file
     with ThreadPoolExecutor(workers) as ex:
-        parts = list(ex.map(lambda c: [os.path.isfile(root / p) for p in c], chunks))
+        parts = list(ex.map(lambda c: [_nonempty_file(root / p) for p in c], chunks))
     return np.array([x for part in parts for x in part], dtype=bool)
+
+def _patient_folders(images: Path) -> set[str]:
+    "'p10/p10000032' for every patient folder under images/ (a partial download holds some of the groups)."
+    out = set()
+    for g in _groups(images):
+        with os.scandir(g) as it: out |= {f"{g.name}/{e.name}" for e in it if e.is_dir()}
+    return out
 
 # %% ../../nbs/04_data.mimic.ipynb #e2f109a3
 class _Waterfall:
@@ -265,8 +283,14 @@ class _Waterfall:
 def _write_csv_atomic(df: pd.DataFrame, path: Path) -> Path:
     return atomic_write_text(path, df.to_csv(index=False, lineterminator="\n"))
 
+# DICOM view code meanings (ViewCodeSequence) that stand in for a blank ViewPosition
+VIEW_CODE_MEANINGS = {"postero-anterior": "PA", "antero-posterior": "AP", "lateral": "LATERAL", "left lateral": "LL"}
+
 def minimal_subset(df: pd.DataFrame, n_studies: int, seed: int = 0) -> pd.DataFrame:
     "All rows of `n_studies` randomly chosen studies per split (deterministic for a seed)."
+    if isinstance(n_studies, bool) or not isinstance(n_studies, (int, np.integer)) or n_studies < 1:
+        raise CxrgenError(f"minimal={n_studies!r}: the minimal subset needs a positive whole number of studies "
+                          f"per split (--minimal N, e.g. --minimal 100).")
     keep = []
     for i, split in enumerate(SPLITS):
         ids = np.sort(df.loc[df.split == split, "study_id"].unique())
@@ -276,7 +300,7 @@ def minimal_subset(df: pd.DataFrame, n_studies: int, seed: int = 0) -> pd.DataFr
 
 def preprocess(mimic_dir: str | Path,
                out_csv: str | Path | None = None,  # default: <mimic_dir>/mimic-cxr-list-filtered.csv
-               views: Sequence[str] | None = ("PA", "AP"),  # ViewPosition values to keep; None keeps all
+               views: Sequence[str] | None = ("PA", "AP"),  # ViewPosition values to keep ("" = blank); None keeps all
                section: str = "findings",  # target: findings | impression | findings_impression
                minimal: int | None = None,  # also write mimic-cxr-list-minimal.csv (next to out_csv): N studies per split
                seed: int = 0,  # for the minimal subset
@@ -288,24 +312,36 @@ def preprocess(mimic_dir: str | Path,
     "Join the official MIMIC-CXR files into one row per kept image (FILTERED_COLUMNS); write the filtered CSV."
     if section not in TARGET_SECTIONS:
         raise CxrgenError(f"Unknown section {section!r}: use one of {', '.join(TARGET_SECTIONS)} (config field data.section).")
+    if minimal is not None: minimal_subset(pd.DataFrame(columns=["split", "study_id"]), minimal)  # checks N before any work
     log = get_logger("cxrgen.data.mimic")
     lay = check_layout(mimic_dir)
     root = lay.root
     rec = read_official_csv(lay.record_list)
-    meta = read_official_csv(lay.metadata, ["dicom_id", "ViewPosition"])
+    meta = read_official_csv(lay.metadata, ["dicom_id", "ViewPosition"], optional_columns=["ViewCodeSequence_CodeMeaning"])
     split = read_official_csv(lay.split, ["dicom_id", "split"])
     studies = read_official_csv(lay.study_list)
     log.info(f"{len(rec)} images, {rec.study_id.nunique()} studies in {lay.record_list.name}")
     wf = _Waterfall(rec)
 
     df = wf("duplicate dicom_id", rec, rec.drop_duplicates("dicom_id"))
+    groups_present = [g.name for g in _groups(lay.images)]
+    if check_images:  # a partial download (say p10 only): rows of patients not on disk go first, counted apart
+        present = _patient_folders(lay.images)
+        df = wf("patient folder not downloaded", df, df[df.path.str.extract(r"^(?:files/)?(p\d\d/p\d+)/", expand=False).isin(present)])
     meta = meta.drop_duplicates("dicom_id").rename(columns={"ViewPosition": "view_position"})
     df = df.merge(meta, on="dicom_id", how="left", indicator="has_meta")
     df = wf("no metadata row", df, df[df.has_meta == "both"]).drop(columns="has_meta")
-    view_counts = df.view_position.fillna("(blank)").value_counts()
+    vp = df.view_position.fillna("").astype(str).str.strip().str.upper()
+    n_view_from_code = 0
+    if "ViewCodeSequence_CodeMeaning" in df:  # a blank ViewPosition takes the view the DICOM's view code names
+        code = df.pop("ViewCodeSequence_CodeMeaning").fillna("").astype(str).str.strip().str.lower().map(VIEW_CODE_MEANINGS)
+        fill = (vp == "") & code.notna()
+        vp, n_view_from_code = vp.mask(fill, code), int(fill.sum())
+    df["view_position"] = vp
+    view_counts = vp.replace("", "(blank)").value_counts()
     if views is not None:
         views = [str(v).strip().upper() for v in views]
-        df = wf(f"view not in {'/'.join(views)}", df, df[df.view_position.isin(views)])
+        df = wf(f"view not in {'/'.join(v or '(blank)' for v in views)}", df, df[vp.isin(views)])
     split = split.drop_duplicates("dicom_id")
     df = df.merge(split, on="dicom_id", how="left")
     df = wf("no official split", df, df[df.split.isin(SPLITS)])
@@ -327,7 +363,7 @@ def preprocess(mimic_dir: str | Path,
 
     df["image_path"] = _dicom_to_jpg(df.path)
     if check_images:
-        df = wf("image file missing", df, df[_files_exist(root, df.image_path.tolist(), workers)])
+        df = wf("image file missing or empty", df, df[_files_exist(root, df.image_path.tolist(), workers)])
     if df.empty:
         raise CxrgenError(f"No image/report pair of {root} survives the filters (views={views}, section={section!r}):\n"
                           f"{wf.table().to_string(index=False)}\nViewPosition values present: "
@@ -347,7 +383,8 @@ def preprocess(mimic_dir: str | Path,
     df = df.sort_values(["subject_id", "study_id", "dicom_id"]).reset_index(drop=True)[FILTERED_COLUMNS]
 
     counts = wf.table()
-    notes = dict(view_positions=view_counts.to_dict(), findings_from_last_paragraph=n_fallback,
+    notes = dict(view_positions=view_counts.to_dict(), view_position_from_view_code=n_view_from_code,
+                 image_groups_present=groups_present, findings_from_last_paragraph=n_fallback,
                  studies_without_chexpert_labels=n_unlabelled,
                  split_images=df.split.value_counts().reindex(SPLITS, fill_value=0).to_dict(),
                  split_studies=df.drop_duplicates("study_id").split.value_counts().reindex(SPLITS, fill_value=0).to_dict())
@@ -358,13 +395,27 @@ def preprocess(mimic_dir: str | Path,
            f"kept per split (images): {notes['split_images']}; (studies): {notes['split_studies']}",
            f"findings taken from the last paragraph (no findings/impression headers): {n_fallback} studies",
            f"kept studies without CheXpert labels: {n_unlabelled}",
-           "ViewPosition of all images with metadata: " + ", ".join(f"{k} {v}" for k, v in view_counts.items())]
+           "ViewPosition of the downloaded images with metadata: " + ", ".join(f"{k} {v}" for k, v in view_counts.items())
+           + (f" ({n_view_from_code} blank ones taken from ViewCodeSequence_CodeMeaning)" if n_view_from_code else ""),
+           f"image groups on disk: {', '.join(groups_present)}"]
+    mpath = out_csv.with_name(MINIMAL_CSV)
     if minimal:
         mini = minimal_subset(df, minimal, seed)
         short = {s: n for s, n in mini.drop_duplicates("study_id").split.value_counts().items() if n < minimal}
-        mpath = _write_csv_atomic(mini, out_csv.with_name(MINIMAL_CSV))
+        _write_csv_atomic(mini, mpath)
         msg.append(f"minimal subset: {len(mini)} images of {mini.study_id.nunique()} studies -> {mpath}"
                    + (f" (fewer than {minimal} studies in: {short})" if short else ""))
+    elif mpath.is_file():  # an earlier minimal subset beside it: keep its studies, with this run's rows
+        try: old_ids = set(pd.read_csv(mpath, usecols=["study_id"]).study_id)
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError): old_ids = None
+        if old_ids is None:
+            log.warning(f"{mpath} is not a cxrgen CSV and was left alone; `--minimal N` rewrites it")
+        else:
+            mini = df[df.study_id.isin(old_ids)].reset_index(drop=True)
+            gone = len(old_ids - set(mini.study_id))
+            _write_csv_atomic(mini, mpath)
+            msg.append(f"{mpath.name} updated to this run's rows of its {len(old_ids)} studies"
+                       + (f"; {gone} of them no longer pass the filters (--minimal N draws a new subset)" if gone else ""))
     if verbose: print("\n".join(msg))
     else: log.debug("\n".join(msg))
     return df

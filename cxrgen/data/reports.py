@@ -5,6 +5,7 @@
 # %% ../../nbs/02_data.reports.ipynb #836e2dc7
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -20,7 +21,7 @@ __all__ = ['SECTION_SYNONYMS', 'TARGET_SECTIONS', 'SPECIAL_TOKENS', 'normalize_s
            'clean_report', 'clean_sections', 'target_text', 'train_tokenizer', 'load_tokenizer']
 
 # %% ../../nbs/02_data.reports.ipynb #6433bcc5
-_HEADER_RE = re.compile(r"(?:\A|\n) ?([A-Z ()/,-]*[A-Z][A-Z ()/,-]*):(?=\s|\Z)[ \t]*")
+_TITLE_RE = re.compile(r"\A\ufeff?\s*FINAL (?:REPORT|ADDENDUM)[ \t]*\r?\n")
 _PARAGRAPH_RE = re.compile(r"\n[ \t\r]*\n")  # a blank line (MIMIC writes " \n"; CRLF files "\r\n")
 
 # %% ../../nbs/02_data.reports.ipynb #c482961b
@@ -37,7 +38,7 @@ _CANONICAL = {
     "history": ["history", "clinical history", "clinical information", "patient history", "pfi"],
     "examination": ["examination", "exam", "type of examination"],
     "recommendations": ["recommendations", "recommendation", "recommendation(s)"],
-    "wet read": ["wet read", "wetread"],
+    "wet read": ["wet read", "wetread", "provisional findings impression (pfi)", "provisional findings impression"],
     "technique": ["technique"], "notification": ["notification"], "addendum": ["addendum"],
     "date": ["date"], "comment": ["comment"], "preamble": ["preamble"],
 }
@@ -46,6 +47,16 @@ _MAIN_SECTIONS = ("impression", "findings", "history", "comparison", "addendum")
 _STUDY_DESCRIPTION_RE = re.compile(
     r"chest|portable|pa and lat|lateral and pa|ap and lateral|lateral and ap|frontal and|two views|"
     r"frontal view|pa view|ap view|one view|lateral view|bone window|frontal upright|frontal semi-upright|ribs")
+
+# an upper-case header after at most one space, or a known section name in any case after any indentation
+_KNOWN_NAMES = "|".join(re.escape(a) for a in sorted(SECTION_SYNONYMS, key=len, reverse=True) if a != "preamble")
+_HEADER_RE = re.compile(rf"(?:\A\ufeff?|\n)(?: ?([A-Z ()/,-]*[A-Z][A-Z ()/,-]*)|[ \t]*((?i:{_KNOWN_NAMES}))):(?=\s|\Z)[ \t]*")
+_SUBSTANCE_RE = re.compile(r"[A-Za-z]{2,}")  # a section of only a time, a date or de-identification marks is empty
+_NOT_SUBSTANCE_RE = re.compile(r"(?i)\b(?:at|on|am|pm)\b|_+")
+
+def _header_group(m) -> int: return 1 if m.group(1) is not None else 2
+
+def _has_text(section: str) -> bool: return bool(_SUBSTANCE_RE.search(_NOT_SUBSTANCE_RE.sub(" ", section)))
 
 def normalize_section_name(name: str) -> str:
     "Canonical lower-case name of a report header (`IMPRESSON` -> `impression`, `CHEST, PA AND LAT` -> `findings`)."
@@ -64,17 +75,22 @@ def section_text(text: str) -> tuple[list[str], list[str], list[int]]:
     if m is None:
         sections, names, idx = [text], ["full report"], [0]
     else:
-        sections.append(text[:m.start(1)]); names.append("preamble"); idx.append(0)
+        sections.append(text[:m.start(_header_group(m))]); names.append("preamble"); idx.append(0)
         while m is not None:
             start = m.end()
             eol = text.find("\n", start)  # the rest of the header's own line is never a header
             nxt = _HEADER_RE.search(text, eol) if eol != -1 else None
             end = len(text) if nxt is None else nxt.start()
-            sections.append(text[start:end]); names.append(m.group(1)); idx.append(start)
+            sections.append(text[start:end]); names.append(m.group(_header_group(m))); idx.append(start)
             m = nxt
         names = ["preamble"] + [normalize_section_name(n) for n in names[1:]]
+        i = 2
+        while i < len(names):  # an unknown header inside the findings is findings text
+            if names[i] in _CANONICAL or names[i - 1] != "findings": i += 1; continue
+            sections[i - 1] = text[idx[i - 1]:idx[i] + len(sections[i])]
+            del sections[i], names[i], idx[i]
     for i in reversed(range(len(names))):
-        if names[i] in ("findings", "impression") and not sections[i].strip():
+        if names[i] in ("findings", "impression") and not _has_text(sections[i]):
             del sections[i], names[i], idx[i]
     if "findings" not in names and "impression" not in names:
         last = sections[-1].rstrip()
@@ -82,6 +98,8 @@ def section_text(text: str) -> tuple[list[str], list[str], list[int]]:
         if br is not None:
             sections[-1] = last[:br.start()]
             sections.append(last[br.end():]); names.append("last_paragraph"); idx.append(idx[-1] + br.end())
+        elif names == ["full report"] and (t := _TITLE_RE.match(text)) and text[t.end():].strip():
+            sections = [text[:t.end()], text[t.end():]]; names.append("last_paragraph"); idx.append(t.end())
     return sections, names, idx
 
 # %% ../../nbs/02_data.reports.ipynb #55c93ff0
@@ -122,7 +140,7 @@ def clean_report(text: str | None, lowercase: bool = False, deid: str = "") -> s
 # %% ../../nbs/02_data.reports.ipynb #add70e4f
 def clean_sections(text: str, fallback: bool = True, lowercase: bool = False, deid: str = "") -> dict[str, str]:
     "Cleaned `findings` and `impression` of a raw report, plus `findings_source` (findings | last_paragraph | '')."
-    d = extract_sections(text)
+    d = extract_sections("" if _isna(text) else str(text))
     findings, source = d["findings"], "findings" if d["findings"] else ""
     if fallback and not d["findings"] and not d["impression"] and d["last_paragraph"]:
         findings, source = d["last_paragraph"], "last_paragraph"
@@ -153,6 +171,10 @@ def _save_tokenizer(tok, out_dir: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=out_dir))
     try:
         tok.save_pretrained(str(tmp))
+        cfg = tmp / "tokenizer_config.json"
+        tc = json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else {}
+        if tc.get("tokenizer_class") == "TokenizersBackend":  # transformers 5's name for a plain fast tokenizer; 4.x lacks it
+            cfg.write_text(json.dumps({**tc, "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2), encoding="utf-8")
         for f in tmp.iterdir(): os.replace(f, out_dir / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -181,10 +203,18 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, out_dir: str |
     if out_dir is not None: _save_tokenizer(fast, out_dir)
     return fast
 
+def _auto_tokenizer(name: str):
+    "`AutoTokenizer.from_pretrained(name)`; also, under transformers 4, a folder saved by transformers 5 (`TokenizersBackend`)."
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    cfg = Path(name) / "tokenizer_config.json"
+    if cfg.is_file() and json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class") == "TokenizersBackend":
+        return PreTrainedTokenizerFast.from_pretrained(name)  # in transformers 5 this is TokenizersBackend itself
+    return AutoTokenizer.from_pretrained(name, use_fast=True)
+
 # %% ../../nbs/02_data.reports.ipynb #4fe507c5
 def load_tokenizer(name_or_path: str | Path, pad: str = "add"):
     "Load a fast tokenizer by hub name or folder and make sure bos/eos/pad exist (`pad`: 'add' a `<pad>` token or reuse 'eos')."
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
     if pad not in ("add", "eos"): raise CxrgenError(f"load_tokenizer(pad={pad!r}): use 'add' or 'eos'.")
     name = str(name_or_path)
     p = Path(name).expanduser()
@@ -194,7 +224,7 @@ def load_tokenizer(name_or_path: str | Path, pad: str = "add"):
                           "save_pretrained (e.g. a run's checkpoint/tokenizer), a hub name such as 'gpt2', "
                           "or tokenizer='train' to train one on the reports.")
     try:
-        tok = AutoTokenizer.from_pretrained(str(p) if p.is_dir() else name, use_fast=True)
+        tok = _auto_tokenizer(str(p) if p.is_dir() else name)
     except Exception as e:  # OSError, ValueError, HF hub errors: all mean "cannot get this tokenizer here"
         where = (f"folder {p} has no readable tokenizer files (tokenizer.json or vocab/merges + tokenizer_config.json)"
                  if p.is_dir() else f"hub name {name!r} is not in the local Hugging Face cache or does not exist")

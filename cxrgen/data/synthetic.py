@@ -869,6 +869,7 @@ def _ground_truth_table(studies: list[dict]) -> pd.DataFrame:
             last_paragraph=s["last_paragraph"],
             views="|".join(im["render_view"] for im in s["images"]),
             view_positions="|".join(im["view_position"] for im in s["images"]),
+            view_codes="|".join(im["view_code"] for im in s["images"]),
             dicom_ids="|".join(im["dicom_id"] for im in s["images"]),
             finding_details=json.dumps(s["findings_list"], sort_keys=True),
             **s["labels"]))

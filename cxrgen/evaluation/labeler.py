@@ -30,7 +30,10 @@ class LabelerInputError(CxrgenError, TypeError):
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #4476d1fd
 _PARA = re.compile(r"\n\s*\n")
-_SLASH = re.compile(r"(?<=[a-z]{2})/(?=[a-z]{2})")
+_SLASH = re.compile(r"([a-z]{2,})/(?=([a-z]{2,}))")
+_DEVICE_ABBREV = {"line", "lines", "tube", "tubes", "et", "ett", "ng", "ngt", "og", "ogt", "picc", "catheter", "catheters",
+                  "wire", "wires", "lead", "leads", "drain", "drains", "pacer", "pacemaker", "icd", "aicd", "dobhoff",
+                  "port", "ports", "trach", "cvl", "ij", "sheath", "stent", "stents", "clips", "valve"}
 _WS = re.compile(r"\s+")
 _ABBREV = re.compile(r"\b(?:vs|approx|e\.g|i\.e|dr|mr|mrs|ms)\.")
 
@@ -39,7 +42,7 @@ def clean_text(text: str) -> str:
     t = _PARA.sub(" . ", text.lower())
     t = t.replace("and/or", " or ")
     t = _ABBREV.sub(lambda m: m.group(0)[:-1].replace(".", ""), t)  # 'vs.' is not a sentence end
-    t = _SLASH.sub(" or ", t)
+    t = _SLASH.sub(lambda m: m.group(1) + (" and " if {m.group(1), m.group(2)} <= _DEVICE_ABBREV else " or "), t)
     return _WS.sub(" ", t).strip()
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #57063601
@@ -100,7 +103,7 @@ MENTIONS: dict[str, dict[str, str]] = {
     "Support Devices": dict(
         exclude=_alt(r"kerley\s*\w*\s*lines?", r"septal lines?", r"(?:visceral )?pleural lines?",
                      r"(?:azygo-?esophageal|paraspinal|paratracheal|junction|skin|fissural|fine) lines?",
-                     r"lines? of (?:the|demarcation)", r"heart valves?", r"plate-?like",
+                     r"lines? of (?:the|demarcation)", r"(?<!mechanical )(?<!artificial )(?<!porcine )heart valves?", r"plate-?like", r"plate atelecta\w*",
                      r"(?:ekg|ecg|monitoring|telemetry|external) (?:leads?|wires?|lines?)"),
         definite=_alt(r"\btubes?\b", r"\blines?\b", r"catheters?", r"\bpicc\b", r"\bpacer\b", r"pacemakers?",
                       r"\b(?:a?icd|ett|ngt|ogt|iabp|ecmo|lvad)\b", r"defibrillators?", r"\bwires?\b",
@@ -108,7 +111,7 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"\bvalves?\b", r"valve replacement", r"hardware", r"\bplates?\b", r"\bscrews?\b", r"\bports?\b",
                       r"port-?a-?cath", r"mediport", r"\bstents?\b", r"\bclips?\b", r"swan[\s-]?ganz", r"impella",
                       r"balloon pump", r"\bdrains?\b", r"\bdevices?\b", r"cannula\w*", r"\bcoils?\b",
-                      r"arthroplast\w*", r"prosthe(?:sis|ses|tic)", r"apparatus", r"tracheostomy", r"\btrach\b",
+                      r"arthroplast\w*", r"prosthe(?:sis|ses|tic)", r"apparatus", r"\bsheaths?\b", r"(?:ivc|vena cava) filters?", r"tracheostomy", r"\btrach\b",
                       r"endotracheal", r"nasogastric", r"orogastric", r"dobhoff", r"gastrostomy", r"loop recorder")),
     OTHER_FINDING: dict(
         definite=_alt(r"emphysema\w*", r"\bblunt\w*", r"densit(?:y|ies)", r"elevat(?:ion|ed)", r"eventration",
@@ -131,7 +134,11 @@ TRIGGERS: dict[str, str] = {
         rf"without {_W}{{0,2}}?changes?\b", rf"not {_W}?(?:changed|increased|decreased|improved|worsened|only)\b",
         r"(?:nearly|almost|partially|incompletely|largely|mostly|not (?:completely|fully|entirely)|not yet) resolv\w*",
         r"(?:is|are) otherwise (?:normal|unremarkable)", r"otherwise (?:normal|unremarkable)",
-        r"no longer (?:intubated|deviated)"),
+        r"no longer (?:intubated|deviated)",
+        # a device 'in normal position' is present and well placed, not absent
+        r"(?:(?:is|are|was|were|remains?|appears?) )?(?:(?:in|of) )?(?:an? )?(?:normal|standard|appropriate|satisfactory|"
+        r"unremarkable|expected|acceptable|good) (?:\w+ )?(?:position|placement|location|course)\b",
+        r"unremarkable in (?:position|placement|course)\b"),
     "preneg_f": _alt(r"(?:cannot|can not|could not|can't|unable to) (?:be )?(?:entirely |completely |definitely |totally |fully )?(?:exclude|rule out)\b",
                      r"difficult to (?:entirely )?(?:exclude|rule out)\b", r"no evidence to rule out", r"no new"),
     "preneg_b": _alt(r"(?:cannot|can not|could not|can't) (?:be )?(?:entirely |completely |definitely |totally |fully )?(?:excluded|ruled out)",
@@ -144,6 +151,7 @@ TRIGGERS: dict[str, str] = {
         r"not (?:well|clearly|optimally|fully|adequately|completely) (?:seen|visualized|evaluated|assessed|imaged|demonstrated)",
         r"(?:may|might|could|can) (?:also |still )?(?:be|have been) (?:\w+ )?(?:present|seen|noted|developing|possible|enlarged|increased|widened|prominent)",
         r"(?:is|are|was|were) (?:possibly|questionably|potentially)\b",
+        r"(?:is|are|was|were|remains?) (?:also |still )?(?:an? )?(?:diagnostic |differential |clinical )?(?:considerations?|concern)\b",
         r"not (?:\w+ )?appreciated", r"(?:cannot|can not|could not) be (?:adequately |well |fully )?(?:assessed|evaluated)"),
     "neg_b": _alt(
         r"(?:has|have|had|is|are|was|were|since|now|completely|entirely|also) (?:since |now |completely |entirely |also ){0,3}(?:resolved|cleared)",
@@ -158,9 +166,10 @@ TRIGGERS: dict[str, str] = {
                   r"history of", r"without", r"w/o", r"\bno\b", r"\bnot\b", r"\bnor\b", r"\bneither\b", r"\babsent\b"),
     "neg_fb": _alt(r"(?:at|within) (?:the )?upper limits? of normal", r"within normal limits",
                    r"(?:top|upper|high|low)[\s-]normal", r"\bnormal\b", r"\bunremarkable\b", r"\bresolved\b"),
-    "link": _alt(r"to (?:suggest|indicate|explain|account for)"),
+    "link": _alt(r"to (?:suggest|indicate|explain|account for)", r"concerning for", r"suspicious (?:for|of)",
+                 r"suggestive of", r"worrisome for"),
     "unc_f": _alt(
-        r"possibl[ey]", r"probable", r"questionabl[ey]", r"question of", r"suspect(?:ed|s)?", r"suspicious(?: for| of)?",
+        r"possibl[ey]", r"probabl[ey]", r"possibility of", r"questionabl[ey]", r"question of", r"suspect(?:ed|s)?", r"suspicious(?: for| of)?",
         r"suspicion (?:for|of)", r"concern(?:ing)? (?:for|of)", r"worrisome(?: for)?", r"\bmay\b", r"\bmight\b", r"\bcould\b",
         r"suggest(?:s|ed|ive|ing|ion)?(?: of)?", r"differential (?:diagnosis )?(?:includes?|would include|of|considerations?)",
         r"favou?r(?:s|ed|ing)?\b", r"consider(?:ed)?\b", r"borderline", r"equivocal", r"presum(?:ed|ably|ptive)",
@@ -226,7 +235,8 @@ _WORD = re.compile(r"[a-z0-9][\w-]*")
 _CONJ = re.compile(r"\b(?:and|or|nor|as well as)\b")
 _VERB = re.compile(r"\b(?:is|are|was|were|has|have|had|been|be|remains?|appears?|persists?|seen|noted|present|"
                    r"improve\w*|increase\w*|decrease\w*|worsen\w*|progress\w*|develop\w*|change[sd]?)\b")
-_AND_DEGREE = re.compile(r"\band\b.*\b(?:mild|mildly|moderate|moderately|severe|severely|marked|markedly)\b")
+_AND_DEGREE = re.compile(r"\band\b.*\b(?:mild|mildly|moderate|moderately|severe|severely|marked|markedly|small|large|"
+                         r"trace|tiny|minimal|new|newly)\b")
 _HEAD = re.compile(r"\b(?:process(?:es)?|abnormalit(?:y|ies)|disease)\b(?!.*\b(?:or|nor|and)\b)")
 
 def _clause_bounds(t: str) -> list[int]:
@@ -261,7 +271,7 @@ class _Doc:
         else:
             i = bisect_left(self.u_start, ts) - 1; prev = ts
             while i >= 0 and units[i][1] > ts: i -= 1
-        out, pending, first = [], [], True
+        out, pending, first, conj = [], [], True, False
         while 0 <= i < n and self.u_clause[i] == tc:
             us, ue = units[i][0], units[i][1]
             a, b = (prev, us) if direction > 0 else (ue, prev)
@@ -273,12 +283,18 @@ class _Doc:
                 if first:
                     if w > first_words or ("," in gap and not first_comma) or _HEAD.search(gap): break
                 elif w > 5 or _VERB.search(gap) or _AND_DEGREE.search(gap): break  # a verb starts a new statement: 'X is stable and Y is normal' 
-                elif linked or not gap.strip() or _CONJ.search(gap): out.extend(pending); pending = []
+                elif not gap.strip() or _CONJ.search(gap): out.extend(pending); pending = []; conj = True
+                elif linked:  # 'no X to suggest Y'; but in 'no X, Y concerning for Z' the comma list never closed
+                    if pending: break
+                    conj = True
                 elif "," in gap or w <= 2:  # 'no X, Y, or Z': wait for the conjunction (forward only)
                     if direction > 0: pending.append(i); prev = ue; i += 1; continue
-                    if "," not in gap: break
+                    # backward, a bare comma joins a list only once a conjunction was seen: 'X, Y and Z are
+                    # normal', but not 'mild cardiomegaly, pulmonary edema has resolved'
+                    if "," not in gap or not conj: break
                 else: break
             out.append(i)
+            conj = conj or bool(_CONJ.search(self.t[us:ue]))
             first = False
             prev = ue if direction > 0 else us
             i += direction

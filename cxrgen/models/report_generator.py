@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -21,7 +22,8 @@ from fastcore.basics import patch
 from transformers.utils import ModelOutput
 
 from ..config import ModelConfig
-from ..core import CHEXPERT_LABELS, CxrgenError, atomic_write_json, get_logger
+from ..data.reports import _auto_tokenizer, _save_tokenizer
+from ..core import CHEXPERT_LABELS, CxrgenError, atomic_write_json, get_logger, mkstemp_like_open
 from .language_decoder import decoder_from_config, load_decoder, position_limit, set_special_tokens
 from .mapping_network import MappingNetwork
 from .vision_encoder import VisionEncoder, check_state_dict
@@ -193,7 +195,7 @@ def generation_config(self: ReportGenerator, **gen):
     gc = copy.deepcopy(self.decoder.generation_config)
     t = self.tokenizer
     gc.pad_token_id, gc.bos_token_id, gc.eos_token_id = t.pad_token_id, t.bos_token_id, t.eos_token_id
-    gc.max_length = None
+    gc.max_length, gc.use_cache = None, True
     if not gen.get("do_sample", False): gen = {**gen, "temperature": None, "top_p": None, "top_k": None}
     for k, v in gen.items(): setattr(gc, k, v)
     return gc
@@ -216,7 +218,9 @@ def generate(self: ReportGenerator, pixel_values: torch.Tensor,  # (B, 3, H, W) 
                                     do_sample=do_sample, temperature=temperature, top_p=top_p,
                                     no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty,
                                     length_penalty=length_penalty, **kwargs)
-        return self.decoder.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gc, use_cache=True)
+        with warnings.catch_warnings():  # transformers 5 warns that penalties skip the prompt: it is the image prefix, as intended
+            warnings.filterwarnings("ignore", r"Passing `\w+` with `inputs_embeds` and without `input_ids`", UserWarning)
+            return self.decoder.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gc)
     finally: self.train(was)
 
 @patch
@@ -243,13 +247,13 @@ def save_pretrained(self: ReportGenerator, save_directory: str | Path) -> Path:
     sd = self.state_dict()
     alias = _shared_aliases(sd)
     tensors = {k: v.detach().contiguous().cpu() for k, v in sd.items() if k not in alias}
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".tmp", dir=d); os.close(fd)
+    fd, tmp = mkstemp_like_open(d / _WEIGHTS); os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": "pt", "cxrgen": "ReportGenerator"})
         os.replace(tmp, d / _WEIGHTS)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
-    self.tokenizer.save_pretrained(str(d))
+    _save_tokenizer(self.tokenizer, d)  # portable between transformers 4 and 5
     atomic_write_json(d / _CONFIG, {
         "architecture": "cxrgen.ReportGenerator", "format_version": 1,
         "model": asdict(self.model_config), "max_views": self.max_views, "image_size": self.image_size,
@@ -258,8 +262,7 @@ def save_pretrained(self: ReportGenerator, save_directory: str | Path) -> Path:
     return d
 
 def _load_tokenizer(d: Path):
-    from transformers import AutoTokenizer
-    try: return AutoTokenizer.from_pretrained(str(d), use_fast=True)
+    try: return _auto_tokenizer(str(d))
     except Exception as e:
         raise CxrgenError(f"checkpoint {d} has no readable tokenizer ({type(e).__name__}); it must hold the files "
                           "tokenizer.save_pretrained wrote (tokenizer.json, tokenizer_config.json): re-save with save_pretrained") from None
