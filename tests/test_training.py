@@ -89,8 +89,9 @@ def data(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------------------------------------------------
 def test_sigkill_resume_matches_uninterrupted(tmp_path, data):
-    "A run SIGKILLed while writing a checkpoint resumes from the previous one and ends with bitwise-equal weights."
-    over = {"train.max_steps": 8, "train.eval_every": 2, "train.grad_accum": 2, "data.max_train_samples": 24}
+    "A run SIGKILLed while writing a checkpoint resumes from the previous one and ends with bitwise-equal weights (augmentation on)."
+    over = {"train.max_steps": 8, "train.eval_every": 2, "train.grad_accum": 2, "data.max_train_samples": 24,
+            "data.augment": True}  # augmentation is seeded per sample: the resumed run draws what the first would have
     ref_cfg, cut_cfg = _cfg(tmp_path, data, "ref", **over), _cfg(tmp_path, data, "cut", **over)
     _run([sys.executable, __file__, str(ref_cfg), str(tmp_path / "ref")])
     p = _run([sys.executable, __file__, str(cut_cfg), str(tmp_path / "cut"), "--kill-at-save", "4"], check=False)
@@ -123,7 +124,7 @@ def test_two_processes_match_one(tmp_path, data):
     nodrop = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128,
               "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
     over = {"model.decoder_config": nodrop, "train.max_steps": 4, "train.eval_every": 2, "data.max_train_samples": 16,
-            "train.eval_generate": True, "train.max_eval_batches": 2}
+            "train.eval_generate": True, "train.max_eval_batches": 2, "data.augment": True}  # same draws per sample
     one = _cfg(tmp_path, data, "one", **over, **{"train.batch_size": 4})
     two = _cfg(tmp_path, data, "two", **over, **{"train.batch_size": 2})
     _run([sys.executable, __file__, str(one), str(tmp_path / "one")])

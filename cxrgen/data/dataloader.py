@@ -148,9 +148,16 @@ class ReportDataset(Dataset):
             if p.is_file(): return p
         return self.image_root / rel
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int | tuple[int, int]) -> dict:
+        "Sample `i`; `(i, key)` (from a keyed `ResumableSampler`) seeds its random augmentation with `key`."
+        key = None
+        if isinstance(i, tuple): i, key = i
         rows = self._items[i].tolist()
-        pix = [self.transform(load_image(self.image_file(r))) for r in rows]
+        if key is None: pix = [self.transform(load_image(self.image_file(r))) for r in rows]
+        else:
+            with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left as it was
+                torch.manual_seed(key)
+                pix = [self.transform(load_image(self.image_file(r))) for r in rows]
         sid = self._study[rows[0]]
         out = {"pixel_values": torch.stack(pix) if self.study_level else pix[0],
                "input_ids": torch.from_numpy(self._ids[i].astype(np.int64)),
@@ -192,9 +199,9 @@ class ReportCollator:
 # %% ../../nbs/06_data.dataloader.ipynb #2dc01dbb
 class ResumableSampler(Sampler):
     "Seeded per-epoch shuffle (or file order) that can start part-way through an epoch."
-    def __init__(self, n: int | Dataset, shuffle: bool = True, seed: int = 0):
+    def __init__(self, n: int | Dataset, shuffle: bool = True, seed: int = 0, keyed: bool = False):
         self.n = n if isinstance(n, int) else len(n)
-        self.shuffle, self.seed, self.epoch, self.start_index = shuffle, int(seed), 0, 0
+        self.shuffle, self.seed, self.epoch, self.start_index, self.keyed = shuffle, int(seed), 0, 0, keyed
 
     def set_epoch(self, epoch: int):
         "Select the epoch's order; a different epoch than the current one starts at its beginning."
@@ -210,7 +217,15 @@ class ResumableSampler(Sampler):
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
         return torch.randperm(self.n, generator=g).tolist()
 
-    def __iter__(self): return iter(self.order()[self.start_index:])
+    def aug_keys(self) -> np.ndarray:
+        "The augmentation key of every sample index in the current epoch."
+        return np.random.default_rng([self.seed, self.epoch, 0xA06]).integers(0, 2**63 - 1, self.n, dtype=np.int64)
+
+    def __iter__(self):
+        order = self.order()[self.start_index:]
+        if not self.keyed: return iter(order)
+        keys = self.aug_keys()
+        return iter([(i, int(keys[i])) for i in order])
     def __len__(self): return max(0, self.n - self.start_index)
     def state_dict(self) -> dict: return {"epoch": self.epoch, "start_index": self.start_index, "seed": self.seed}
     def load_state_dict(self, d: dict): self.epoch, self.start_index, self.seed = int(d["epoch"]), int(d["start_index"]), int(d["seed"])
@@ -272,7 +287,7 @@ def build_dataloaders(cfg: RunConfig, tokenizer, splits=("train", "validate", "t
                            max_views=d.max_views, lowercase=d.lowercase,
                            cache_dir=cache if cached else None, cache_size=d.cache_size if cached else None,
                            max_samples=d.max_train_samples if train else d.max_eval_samples, seed=cfg.train.seed)
-        out[split] = DataLoader(ds, batch_size=cfg.train.batch_size, sampler=ResumableSampler(ds, shuffle=train, seed=cfg.train.seed),
+        out[split] = DataLoader(ds, batch_size=cfg.train.batch_size, sampler=ResumableSampler(ds, shuffle=train, seed=cfg.train.seed, keyed=train and d.augment),
                                 collate_fn=ReportCollator(tokenizer), num_workers=d.num_workers,
                                 worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(cfg.train.seed),
                                 pin_memory=torch.cuda.is_available(), persistent_workers=d.num_workers > 0)
