@@ -237,6 +237,8 @@ _VERB = re.compile(r"\b(?:is|are|was|were|has|have|had|been|be|remains?|appears?
                    r"improve\w*|increase\w*|decrease\w*|worsen\w*|progress\w*|develop\w*|change[sd]?)\b")
 _AND_DEGREE = re.compile(r"\band\b.*\b(?:mild|mildly|moderate|moderately|severe|severely|marked|markedly|small|large|"
                          r"trace|tiny|minimal|new|newly)\b")
+_MAX_LIST = 64  # a trigger reaches at most this many mentions of one list (real lists are short; this keeps a
+               # degenerate 'x or x or x ...' generation linear instead of quadratic)
 _HEAD = re.compile(r"\b(?:process(?:es)?|abnormalit(?:y|ies)|disease)\b(?!.*\b(?:or|nor|and)\b)")
 
 def _clause_bounds(t: str) -> list[int]:
@@ -272,7 +274,7 @@ class _Doc:
             i = bisect_left(self.u_start, ts) - 1; prev = ts
             while i >= 0 and units[i][1] > ts: i -= 1
         out, pending, first, conj = [], [], True, False
-        while 0 <= i < n and self.u_clause[i] == tc:
+        while 0 <= i < n and self.u_clause[i] == tc and len(out) + len(pending) < _MAX_LIST:
             us, ue = units[i][0], units[i][1]
             a, b = (prev, us) if direction > 0 else (ue, prev)
             if b > a:
