@@ -25,13 +25,23 @@ def _add_config_args(p: argparse.ArgumentParser):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field, e.g. --set train.lr=3e-4 (repeatable)")
 
-def _config(args, extra: dict | None = None):
-    "The run config from --config_file, --csv_file and --set overrides."
+def _config(args, extra: dict | None = None, base=None):
+    "The run config: --config_file (a preset or a file), else `base` (a saved run's config), else `default`; then --csv_file and --set."
     ov = list(args.overrides or [])
     if getattr(args, "csv_file", None): ov.append(f"data.csv_file={args.csv_file}")
     for k, v in (extra or {}).items():
         if v is not None: ov.append(f"{k}={json.dumps(v) if not isinstance(v, str) else v}")
-    return load_config(args.config_file or "default", ov)
+    if args.config_file or base is None: return load_config(args.config_file or "default", ov)
+    return apply_overrides(base, ov) if ov else base.copy()
+
+def _saved_config(path):
+    "The config saved with a run or checkpoint folder, or None (no folder, no config)."
+    from cxrgen.training.trainer import checkpoint_run_config, find_checkpoint
+    p = resolve_path(path)
+    if not p.exists(): return None
+    try: ck = find_checkpoint(p, prefer="last")
+    except CxrgenError: ck = p / "checkpoints" / "last"  # a run folder without checkpoints: its config.json
+    return checkpoint_run_config(ck)
 
 # %% ../nbs/50_cli.ipynb #b2519372
 def _cmd_synth(args):
@@ -57,15 +67,24 @@ def _cmd_preprocess(args):
               + (f"; {len(bad)} unreadable, listed in bad_images.csv" if len(bad) else ""))
 
 def _cmd_train(args):
-    cfg = _config(args, {"train.stage": args.stage, "run_name": args.run_name, "output_dir": args.output_dir})
+    extra = {"train.stage": args.stage, "run_name": args.run_name, "output_dir": args.output_dir}
+    cfg, base = _config(args, extra), None
+    if not args.config_file:  # --resume continues the run with its own config; stage 2 starts from stage 1's
+        if args.resume: base = _saved_config(run_dir(cfg))
+        elif args.checkpoint and cfg.train.stage == 2:
+            base = _saved_config(args.checkpoint)
+            if base is not None and args.run_name is None: extra["run_name"] = f"{base.run_name}-stage2"
+        if base is not None: cfg = _config(args, extra, base)
     if cfg.train.stage == 2 and not (args.checkpoint or args.resume):
         raise CxrgenError("stage 2 fine-tunes a stage-1 model: pass --checkpoint outputs/<stage-1 run> (or --resume)")
     from cxrgen.training.trainer import train_stage
     train_stage(cfg, init_from=args.checkpoint, resume=args.resume, overwrite=args.overwrite)
 
 def _cmd_eval(args):
-    from cxrgen.evaluation.evaluate import evaluate_checkpoint
-    cfg = _config(args) if (args.config_file or args.csv_file or args.overrides) else None
+    from cxrgen.evaluation.evaluate import checkpoint_config, evaluate_checkpoint
+    cfg = None  # the checkpoint's own config; --config_file replaces it, --csv_file and --set edit it
+    if args.config_file: cfg = _config(args)
+    elif args.csv_file or args.overrides: cfg = _config(args, base=checkpoint_config(args.checkpoint))
     from cxrgen.evaluation.evaluate import format_results
     result = evaluate_checkpoint(args.checkpoint, cfg=cfg, split=args.split,
                                  output_dir=resolve_path(args.output_dir) if args.output_dir else None,
@@ -124,10 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one stage without a notebook (the same code the training notebook runs).")
     s.add_argument("--stage", type=int, choices=[1, 2], default=None, help="1: encoder frozen (default); 2: fine-tune everything from --checkpoint")
     _add_config_args(s)
-    s.add_argument("--checkpoint", default=None, help="stage 2: the stage-1 run folder or checkpoint folder to start from")
-    s.add_argument("--run_name", default=None, help="run folder name under output_dir (default: the config's run_name)")
+    s.add_argument("--checkpoint", default=None, help="stage 2: the stage-1 run folder or checkpoint folder to start from "
+                   "(without --config_file, stage 2 also starts from that run's saved config)")
+    s.add_argument("--run_name", default=None, help="run folder name under output_dir (default: the config's run_name; "
+                   "stage 2 from a run without --config_file: <stage-1 run_name>-stage2)")
     s.add_argument("--output_dir", default=None, help="parent folder of runs (default: outputs)")
-    s.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    s.add_argument("--resume", action="store_true", help="continue the interrupted run <output_dir>/<run_name> from its last checkpoint, "
+                   "with its saved config (--set may move data.mimic_dir / data.csv_file)")
     s.add_argument("--overwrite", action="store_true", help="replace the checkpoints of an earlier run with the same name")
     s.set_defaults(func=_cmd_train)
 

@@ -769,7 +769,7 @@ def train_stage(cfg: RunConfig,  # the run config (cfg.train.stage picks the sta
                 output_dir: str | Path | None = None,  # the run folder (default: <cfg.output_dir>/<cfg.run_name>)
                 overwrite: bool = False,  # replace the checkpoints and logs of an earlier run in the same folder
                ) -> dict:
-    "Train one stage end to end; writes `<run>/config.json`, `tokenizer/`, `logs/`, `checkpoints/{last,best}/`, `summary.json`."
+    "Train one stage end to end; writes `<run>/config.json`, `logs/`, `checkpoints/{last,best}/`, `summary.json` (+ `tokenizer/` when it trains one)."
     from cxrgen.data.dataloader import build_dataloaders
     from cxrgen.models.report_generator import ReportGenerator
     log = get_logger("cxrgen.training")
