@@ -94,6 +94,55 @@ def test_bertscore_parity_with_bert_score():
     assert abs(ours["bertscore_recall"] - r.mean().item()) < 1e-6
 
 
+def _java_ok():
+    import shutil
+    return shutil.which("java") is not None
+
+
+# Report sentences in MIMIC-CXR's style with the constructs PTB tokenises in its own way
+# (contractions, 'cannot', abbreviations, times, brackets, number-unit compounds, long dashes).
+TRICKY = [
+    "No pneumothorax (compared to ___).", "Patient's heart is mildly enlarged, unchanged since 10/12.",
+    'Findings: "subtle" opacity at the right base, e.g. atelectasis vs. pneumonia.', "A 1.2-cm nodule; i.e. no change.",
+    "The heart isn't enlarged; pneumonia cannot be excluded.", "Seen on CT. No change.",
+    "Discussed with Dr. ___ at 11:40 a.m. on ___ by telephone.", "Tube [unchanged] {stable}.", "Lines/tubes @ same position & stable",
+    "Opacity -- likely atelectasis...", "Lungs are clear \u2013 no effusion \u2014 stable\u2026", "1. No acute process. 2. Stable cardiomegaly.",
+    "Approximately 5-6 cm, at 8:30; no. 5 line.", "T12 compression fracture, 50% loss of height; +/- effusion.",
+    "NG tube's tip can't be seen; it's below the diaphragm at 6 o'clock.", "A 4.5x3.2 cm mass, .5 cm nodule, etc.",
+]
+
+
+def _report_texts():
+    from cxrgen.data.synthetic import synthetic_ground_truth
+    gt = synthetic_ground_truth(300, seed=1)
+    texts = [t for t in list(gt["findings"]) + list(gt["impression"]) + list(gt["last_paragraph"]) if t]
+    return texts + [t.lower() for t in texts] + TRICKY + [t.lower() for t in TRICKY]
+
+
+@pytest.mark.skipif(not _java_ok(), reason="pycocoevalcap's PTBTokenizer needs java on PATH")
+def test_tokenizer_matches_ptbtokenizer_and_raw_text_scores_match():
+    "The tokens of every report equal PTBTokenizer's; scores from raw text equal pycocoevalcap's whole pipeline."
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    texts = _report_texts()
+    ptb = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})
+    differ = [(t, ptb[i][0]) for i, t in enumerate(texts) if ptb[i][0] != " ".join(tokenize_report(t))]
+    assert not differ, f"{len(differ)} of {len(texts)} texts tokenised differently, e.g. {differ[:3]}"
+    # end to end on raw text: pycocoevalcap's own tokenizer + scorers against nlg_metrics
+    n = len(texts) // 2
+    preds, refs = texts[:n], texts[n:2 * n][::-1]
+    res = PTBTokenizer().tokenize({i: [{"caption": p}] for i, p in enumerate(preds)})
+    gts = PTBTokenizer().tokenize({i: [{"caption": r}] for i, r in enumerate(refs)})
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    theirs = {**{f"bleu_{k + 1}": b for k, b in enumerate(bleu)}, "rouge_l": Rouge().compute_score(gts, res)[0],
+              "cider": Cider().compute_score(gts, res)[0]}
+    ours = nlg_metrics(preds, refs)
+    for k, v in theirs.items():
+        assert abs(ours[k] - v) < 1e-6, (k, ours[k], v)
+
+
 def _meteor_ok():
     from cxrgen.evaluation.metrics import meteor_available
     return meteor_available()

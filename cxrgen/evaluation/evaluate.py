@@ -185,8 +185,9 @@ def plot_label_confusion(gen_labels: pd.DataFrame, ref_labels: pd.DataFrame, pat
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #501376d6
 CONVENTIONS = {
-    "tokenisation": "lower-case; words (letters/digits/_ joined by inner - or /) and decimals are tokens; punctuation split off "
-                    "and COCO's punctuation list dropped (cxrgen.evaluation.metrics.tokenize_report); PTBTokenizer (Java) not used",
+    "tokenisation": "pycocoevalcap's PTBTokenizer reproduced in Python (cxrgen.evaluation.metrics.tokenize_report): "
+                    "lower-case, PTB's contractions/abbreviations/number rules, COCO's punctuation list dropped, "
+                    "brackets kept as -lrb-/-rrb- as pycocoevalcap does; checked token for token against the Java tokenizer",
     "bleu": "pycocoevalcap Bleu(4): corpus BLEU, n-gram counts summed over studies, 'closest' reference length, brevity penalty on the corpus",
     "rouge_l": "pycocoevalcap Rouge: LCS F-measure with beta=1.2 per study, averaged over studies",
     "cider": "pycocoevalcap Cider = CIDEr-D: 1-4-grams tf-idf, idf from the references of the evaluated split, clipping, "

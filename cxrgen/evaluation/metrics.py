@@ -59,13 +59,19 @@ def check_texts(predictions, references, allow_empty_references: bool = False) -
     return predictions, references
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #195ad1e7
-_TOKEN_RE = re.compile(r"\d+(?:[.,]\d+)+|\w+(?:[-/]\w+)*|[^\w\s]")
-_DROP_PUNCT = frozenset(".,;:!?'\"`()[]{}-")
+_ABBREV = (r"\b(?:e\.g|i\.e|a\.m|p\.m|u\.s)\.|\b(?:mrs|mr|ms|dr|st|vs|v|fig|ct|etc|inc|dept|jan|feb|apr|aug|sept?|oct|nov|dec)\.(?![\w.])"
+           r"|\bno\.(?=\s*\d)")
+_TOKEN_RE = re.compile(rf"{_ABBREV}|\bo'clock\b|\d+(?:[.,:]\d+)+(?:-\w+)*|\.\d+|\w+(?=n't\b)|n't\b|'(?:s|re|ve|d|ll|m)\b|"
+                       r"\w+(?:[-/]\w+)*|[^\w\s]")
+_CANNOT = re.compile(r"\bcannot\b")
+_DROP_PUNCT = frozenset(".,;:!?'\"`-\u2013\u2014\u2026")
+_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 
 def tokenize_report(text: str, keep_punct: bool = False) -> list[str]:
-    "Lower-case `text` and split it into word and punctuation tokens (COCO punctuation dropped unless `keep_punct`)."
-    toks = _TOKEN_RE.findall(text.lower())
-    return toks if keep_punct else [t for t in toks if t not in _DROP_PUNCT]
+    "Lower-case `text` and split it into tokens as pycocoevalcap's PTBTokenizer does (its punctuation dropped unless `keep_punct`)."
+    toks = _TOKEN_RE.findall(_CANNOT.sub("can not", text.lower()))
+    if keep_punct: return toks
+    return [_BRACKETS.get(t, t) for t in toks if t not in _DROP_PUNCT]
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #7a648372
 _TINY, _SMALL = 1e-15, 1e-9
