@@ -9,6 +9,8 @@ import dataclasses
 import inspect
 import json
 import os
+import contextlib
+import logging
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -200,6 +202,21 @@ def generation_config(self: ReportGenerator, **gen):
     for k, v in gen.items(): setattr(gc, k, v)
     return gc
 
+class _NoPadMaskWarning(logging.Filter):
+    "transformers 5 drops an all-ones attention mask while generating, then warns about the pads after a finished report."
+    def filter(self, record): return not record.getMessage().startswith("We strongly recommend passing in an `attention_mask`")
+
+@contextlib.contextmanager
+def _quiet_generation():
+    "Silence the two notices `decoder.generate` gives for cxrgen's prefix-only prompts (both about behaviour we want)."
+    lg, flt = logging.getLogger("transformers.modeling_utils"), _NoPadMaskWarning()
+    lg.addFilter(flt)
+    try:
+        with warnings.catch_warnings():  # transformers 5: penalties skip the prompt, which is the image prefix, as intended
+            warnings.filterwarnings("ignore", r"Passing `\w+` with `inputs_embeds` and without `input_ids`", UserWarning)
+            yield
+    finally: lg.removeFilter(flt)
+
 @patch
 @torch.no_grad()
 def generate(self: ReportGenerator, pixel_values: torch.Tensor,  # (B, 3, H, W) or (B, V, 3, H, W)
@@ -218,9 +235,7 @@ def generate(self: ReportGenerator, pixel_values: torch.Tensor,  # (B, 3, H, W) 
                                     do_sample=do_sample, temperature=temperature, top_p=top_p,
                                     no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty,
                                     length_penalty=length_penalty, **kwargs)
-        with warnings.catch_warnings():  # transformers 5 warns that penalties skip the prompt: it is the image prefix, as intended
-            warnings.filterwarnings("ignore", r"Passing `\w+` with `inputs_embeds` and without `input_ids`", UserWarning)
-            return self.decoder.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gc)
+        with _quiet_generation(): return self.decoder.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gc)
     finally: self.train(was)
 
 @patch
