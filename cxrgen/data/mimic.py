@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -248,7 +249,7 @@ def _read_reports(root: Path, rel_paths: Sequence[str], fallback: bool, workers:
 def _nonempty_file(p: Path) -> bool:
     try: st = p.stat()
     except OSError: return False
-    return st.st_size > 0 and not os.path.isdir(p)
+    return st.st_size > 0 and stat.S_ISREG(st.st_mode)
 
 def _files_exist(root: Path, rel_paths: Sequence[str], workers: int | None) -> np.ndarray:
     "Per path: a non-empty file is there (a 0-byte file is an interrupted download)."
