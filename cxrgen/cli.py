@@ -88,7 +88,9 @@ def _cmd_eval(args):
     from cxrgen.evaluation.evaluate import format_results
     result = evaluate_checkpoint(args.checkpoint, cfg=cfg, split=args.split,
                                  output_dir=resolve_path(args.output_dir) if args.output_dir else None,
-                                 max_samples=args.max_samples, bootstrap=not args.no_bootstrap)
+                                 max_samples=args.max_samples, bootstrap=not args.no_bootstrap, num_beams=args.num_beams,
+                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                 bertscore=not args.no_bertscore, meteor=args.meteor, baselines=not args.no_baselines)
     print(format_results(result))
     print("\n".join(f"{k}: {v}" for k, v in result["files"].items()))
 
@@ -161,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output_dir", default=None, help="where metrics, reports and plots go (default: the run folder)")
     s.add_argument("--max_samples", type=int, default=None, help="evaluate at most N studies")
     s.add_argument("--no_bootstrap", action="store_true", help="skip the bootstrap confidence intervals")
+    s.add_argument("--num_beams", type=int, default=None, help="beam width (default: the config's generation.num_beams)")
+    s.add_argument("--max_new_tokens", type=int, default=None, help="report length limit in tokens (default: the config's)")
+    s.add_argument("--batch_size", type=int, default=None, help="studies per generation batch (default: train.batch_size)")
+    s.add_argument("--no_bertscore", action="store_true", help="skip BERTScore (its model loads from the local cache)")
+    s.add_argument("--meteor", action="store_true", help="also METEOR, with the reference Java jar (needs java on PATH)")
+    s.add_argument("--no_baselines", action="store_true", help="skip the constant-report and nearest-neighbour baselines")
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("infer", help="generate reports for one image or a folder",

@@ -13,7 +13,8 @@ from .config import RunConfig, apply_overrides, get_preset, resolve_path
 from .core import CxrgenError, atomic_write_json, data_cache_dir, get_logger, project_root
 
 # %% auto #0
-__all__ = ['DEMO_STUDIES', 'DEMO_EPOCHS', 'notebooks_dir', 'run_notebook', 'demo_config', 'run_demo', 'format_demo_summary']
+__all__ = ['INPUTS_FILE', 'DEMO_STUDIES', 'DEMO_EPOCHS', 'notebooks_dir', 'run_notebook', 'inputs_fingerprint', 'claim_folder',
+           'demo_config', 'run_demo', 'format_demo_summary']
 
 # %% ../nbs/60_pipeline.ipynb #9e459388
 _log = get_logger("cxrgen.pipeline")
@@ -42,6 +43,33 @@ def run_notebook(name: str, output_dir: str | Path, parameters: dict, log_output
                           f"the executed notebook with the traceback is {out}") from None
     _log.info(f"{src.name} done in {time.time() - t:.0f} s")
     return out
+
+# %% ../nbs/60_pipeline.ipynb #f4bdcfb7
+def inputs_fingerprint(*parts) -> str:
+    "A short SHA-1 of JSON-serialisable `parts` (paths and bytes hashed by content)."
+    import hashlib
+    h = hashlib.sha1()
+    for p in parts:
+        if isinstance(p, Path): p = hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else f"missing:{p.name}"
+        elif isinstance(p, RunConfig): p = p.to_dict()
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+INPUTS_FILE = "demo_inputs.json"
+
+def claim_folder(folder: Path, fingerprint: str, stale_root: Path) -> Path:
+    "Make `folder` the place for a result of inputs `fingerprint`: keep it when it holds one, else move it under `stale_root`."
+    folder, rec = Path(folder), Path(folder) / INPUTS_FILE
+    if folder.exists() and any(folder.iterdir()):
+        old = json.loads(rec.read_text()).get("fingerprint") if rec.is_file() else None
+        if old == fingerprint: return folder
+        dest = Path(stale_root) / folder.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        folder.rename(dest)
+        _log.warning(f"{folder} was made from other inputs ({old or 'not recorded'}, now {fingerprint}): moved to {dest}")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(rec, {"fingerprint": fingerprint})
+    return folder
 
 # %% ../nbs/60_pipeline.ipynb #90c0b722
 DEMO_STUDIES = 1200
@@ -72,6 +100,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", n_studies: int | None = None,
     if not csv.exists(): preprocess(data_dir, section=cfg1.data.section, views=cfg1.data.views)
     prepare_image_cache(cfg1)
     times["data"] = time.time() - t
+    stale = out_dir / "stale" / time.strftime("%Y%m%dT%H%M%S")
+    upstream = inputs_fingerprint(csv)
 
     stage_dirs = {}
     for stage in (1, 2):
@@ -79,6 +109,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", n_studies: int | None = None,
         cfg = demo_config(data_dir, out_dir, stage)
         rd = out_dir / f"stage{stage}"
         init_from = str(stage_dirs[1]) if stage == 2 else None
+        upstream = inputs_fingerprint(upstream, apply_overrides(cfg, {"train.max_epochs": DEMO_EPOCHS[stage]}), notebooks)
+        claim_folder(rd, upstream, stale)
         if not (rd / "summary.json").exists():
             resume = (rd / "checkpoints").is_dir()  # an interrupted demo continues where it stopped (also from .last.old)
             if notebooks:
@@ -93,7 +125,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", n_studies: int | None = None,
         times[f"stage{stage}"] = time.time() - t
 
     t = time.time()
-    eval_dir = out_dir / "eval"
+    eval_dir = claim_folder(out_dir / "eval", inputs_fingerprint(upstream, "test", notebooks), stale)
     ckpt = stage_dirs[2]  # the run folder: evaluation takes its best checkpoint (else its last)
     if not (eval_dir / "metrics_test.json").exists():
         if notebooks:

@@ -127,6 +127,15 @@ def _sample_findings(rng, subject: dict, portable: bool) -> tuple[str, list[dict
 # %% ../../nbs/03_data.synthetic.ipynb #c49bd621
 def _lobe_words(lobe: str) -> str: return "lingula" if lobe == "lingula" else lobe
 
+class _Said(str):
+    "A sentence that carries its own CheXpert labels (an impression naming less than its findings sentence)."
+    def __new__(cls, text: str, labels: dict):
+        self = super().__new__(cls, text)
+        self.labels = labels
+        return self
+
+def _said_labels(sentence: str, default: dict) -> dict: return getattr(sentence, "labels", default)
+
 def _describe(f: dict, rng) -> tuple[str, str, dict]:
     "(findings sentence, impression sentence or '', CheXpert labels) for one finding."
     k, c = f["kind"], f["certainty"]
@@ -176,14 +185,14 @@ def _describe(f: dict, rng) -> tuple[str, str, dict]:
             s = P([f"{_cap(lb)} consolidation, consistent with pneumonia.",
                    f"Dense consolidation in the {lb} compatible with pneumonia.",
                    f"There is consolidation in the {lb}, likely pneumonia."])
-            return s, P([f"{_cap(lb)} pneumonia.", f"Findings consistent with {lb} pneumonia."]), \
-                {"Consolidation": 1.0, "Pneumonia": 1.0}
+            imp = _Said(P([f"{_cap(lb)} pneumonia.", f"Findings consistent with {lb} pneumonia."]), {"Pneumonia": 1.0})
+            return s, imp, {"Consolidation": 1.0, "Pneumonia": 1.0}
         if w == "opacity_hedged":
             s = P([f"Patchy opacity in the {lb}, which may represent pneumonia.",
                    f"Opacity in the {lb} could reflect aspiration or pneumonia.",
                    f"Hazy opacity in the {lb}; cannot exclude early pneumonia."])
-            return s, P([f"{_cap(lb)} opacity, possibly pneumonia.", f"Cannot exclude {lb} pneumonia."]), \
-                {"Lung Opacity": 1.0, "Pneumonia": -1.0}
+            imp = P([f"{_cap(lb)} opacity, possibly pneumonia.", _Said(f"Cannot exclude {lb} pneumonia.", {"Pneumonia": -1.0})])
+            return s, imp, {"Lung Opacity": 1.0, "Pneumonia": -1.0}
         s = P([f"Patchy opacity in the {lb}.", f"Ill-defined opacity projects over the {lb}.",
                f"There is a patchy {lb} opacity."])
         return s, f"{_cap(lb)} opacity.", {"Lung Opacity": 1.0}
@@ -364,9 +373,9 @@ def _compose_report(rng, scen: str, findings: list[dict], portable: bool, sex: s
     if not body: body = [("The lungs are clear.", {})]
     # impression: the positives in order of importance, else a normal statement
     order = {k: i for i, k in enumerate(_IMPRESSION_ORDER)}
-    imp = [(i, lab) for f, _, i, lab in sorted(described, key=lambda t: order[t[0]["kind"]]) if i]
-    if any(k in _DEVICE_KINDS for k in kinds) and rng.random() < 0.5:
-        imp = [x for x in imp if not x[1].get("Support Devices")]  # devices often left out of the impression
+    imp = [(i, _said_labels(i, lab)) for f, _, i, lab in sorted(described, key=lambda t: order[t[0]["kind"]]) if i]
+    if any(k in _DEVICE_KINDS for k in kinds) and rng.random() < 0.2:
+        imp = [x for x in imp if not x[1].get("Support Devices")]  # devices sometimes left out of the impression
     acute = [x for x in imp if not x[1].get("Support Devices")]
     if not acute:
         normal = _pick(rng, [("No acute cardiopulmonary process.", {}), ("No acute cardiopulmonary abnormality.", {}),
@@ -409,13 +418,14 @@ def _compose_report(rng, scen: str, findings: list[dict], portable: bool, sex: s
              ([f" {iname}: ", " "] + imp_lines if numbered or rng.random() < 0.75 else _wrap(impression_text, f"{iname}:  "))
         gt.update(findings=findings_text, impression=impression_text)
         labels = _merge_labels([lab for _, lab in body + imp])
+        official = _merge_labels([lab for _, lab in imp])  # the CheXpert labeler of MIMIC-CXR-JPG read the impression
     else:  # one block of text that says everything, under an impression-like header or none
         if kind == "impression_only": L += [" "] + _section("IMPRESSION", everything, rng)
         elif kind == "findings_and_impression": L += [" "] + _section("FINDINGS AND IMPRESSION", everything, rng)
         elif kind == "empty_findings": L += [" ", " FINDINGS: ", " "] + _section("IMPRESSION", everything, rng, inline=False)
         elif kind == "no_sections": L += [" "] + _wrap(everything)
         gt["last_paragraph" if kind == "no_sections" else "impression"] = everything
-        labels = _merge_labels([lab for _, lab in block])
+        labels = official = _merge_labels([lab for _, lab in block])
     addendum = rng.random() < 0.04
     if addendum:
         add = _pick(rng, ["The findings were discussed with Dr. ___ by Dr. ___ by telephone on ___ at ___, ___ minutes after discovery.",
@@ -424,7 +434,8 @@ def _compose_report(rng, scen: str, findings: list[dict], portable: bool, sex: s
         L = ["                                 FINAL ADDENDUM"] + _wrap(add, "ADDENDUM:  ") + [" ", " " + "_" * 78] + L
     text = "\n".join(L) + "\n"
     norm = lambda s: " ".join(s.split())
-    return dict(text=text, kind=kind, addendum=addendum, labels=labels, **{k: norm(v) for k, v in gt.items()})
+    return dict(text=text, kind=kind, addendum=addendum, labels=labels, official_labels=official,
+                **{k: norm(v) for k, v in gt.items()})
 
 # %% ../../nbs/03_data.synthetic.ipynb #30366695
 def _unique(rng, draw, seen: set):
@@ -840,7 +851,7 @@ def render_image(view: str, rows: int, columns: int, anat: dict, findings: list[
     return np.clip(np.asarray(im, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
 
 # %% ../../nbs/03_data.synthetic.ipynb #f81abb78
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the CheXpert CSV labels the impression, as MIMIC-CXR-JPG's does
 INFO_FILE = "synthetic-info.json"
 GROUND_TRUTH_FILE = "synthetic-ground-truth.csv.gz"
 MIMIC_CSVS = {  # file -> its columns, exactly as in MIMIC-CXR 2.0.0 / MIMIC-CXR-JPG 2.0.0
@@ -890,7 +901,7 @@ def _mimic_tables(studies: list[dict]) -> dict[str, pd.DataFrame]:
     for s in sorted(studies, key=lambda s: (s["subject_id"], s["study_id"])):
         sub, sid, folder = s["subject_id"], s["study_id"], study_folder(s["subject_id"], s["study_id"])
         stu.append(dict(subject_id=sub, study_id=sid, path=f"files/{folder}.txt"))
-        chx.append(dict(subject_id=sub, study_id=sid, **s["labels"]))
+        chx.append(dict(subject_id=sub, study_id=sid, **s["official_labels"]))
         for im in s["images"]:
             rec.append(dict(subject_id=sub, study_id=sid, dicom_id=im["dicom_id"], path=f"files/{folder}/{im['dicom_id']}.dcm"))
             meta.append({"dicom_id": im["dicom_id"], "subject_id": sub, "study_id": sid,

@@ -22,7 +22,8 @@ from ..core import CHEXPERT_LABELS, CxrgenError
 
 # %% auto #0
 __all__ = ['OTHER_FINDING', 'MENTIONS', 'TRIGGERS', 'POSITIVE', 'NEGATIVE', 'UNCERTAIN', 'LabelerInputError', 'clean_text',
-           'Mention', 'extract_mentions', 'label_report', 'label_reports', 'label_agreement']
+           'Mention', 'extract_mentions', 'label_report', 'label_reports', 'label_agreement', 'official_text',
+           'official_agreement']
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #7a3fdd71
 class LabelerInputError(CxrgenError, TypeError):
@@ -36,25 +37,33 @@ _DEVICE_ABBREV = {"line", "lines", "tube", "tubes", "et", "ett", "ng", "ngt", "o
                   "port", "ports", "trach", "cvl", "ij", "sheath", "stent", "stents", "clips", "valve"}
 _WS = re.compile(r"\s+")
 _ABBREV = re.compile(r"\b(?:vs|approx|e\.g|i\.e|dr|mr|mrs|ms)\.")
+# 'no X is seen to suggest Y' reads as 'no X to suggest Y': the verb would end the clause before the link
+_SEEN_LINK = re.compile(r"\b(?:is|are) (?:seen|noted|present|identified|demonstrated|evident|visualized) "
+                        r"(?=(?:to (?:suggest|indicate)|that (?:would|might|could) (?:suggest|indicate))\b)")
 
 def clean_text(text: str) -> str:
-    "Lower-case `text`, make blank lines sentence ends, 'and/or' and 'x/y' an 'or', one space between words."
+    "Lower-case `text`, make blank lines sentence ends, 'and/or' and 'x/y' an 'or', one space between words, 'is seen to suggest' 'to suggest'."
     t = _PARA.sub(" . ", text.lower())
     t = t.replace("and/or", " or ")
     t = _ABBREV.sub(lambda m: m.group(0)[:-1].replace(".", ""), t)  # 'vs.' is not a sentence end
     t = _SLASH.sub(lambda m: m.group(1) + (" and " if {m.group(1), m.group(2)} <= _DEVICE_ABBREV else " or "), t)
-    return _WS.sub(" ", t).strip()
+    return _SEEN_LINK.sub("", _WS.sub(" ", t).strip())
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #57063601
 def _alt(*phrases: str) -> str: return "|".join(phrases)
 
 OTHER_FINDING = "_other"  # findings outside the 14 that still rule out No Finding
+# 'over / in the heart (or mediastinum)': where a device or other finding lies, not the organ's size; but not
+# 'increase in the cardiac silhouette', which is about the size
+_LOCATED = (r"(?<!increase )(?<!increased )(?<!increasing )(?<!widening )(?<!enlargement )(?<!prominence )(?<!fullness )"
+            r"(?<!change )(?<!changes )"
+            r"(?:over(?:l(?:ying|ies|ie|ay\w*))?|projects? over|projecting over|behind|through|in|into|within|across|"
+            r"obscur\w*)(?: the)?")
 
 MENTIONS: dict[str, dict[str, str]] = {
     "Atelectasis": dict(definite=_alt(r"atelecta\w*", r"collaps(?:e|ed|ing)")),
     "Cardiomegaly": dict(
-        exclude=_alt(r"(?:over(?:lying)?|projecting over|behind|through|in|into|within|obscur\w*)"
-                     r"(?: the)?(?: (?:left|right|superior|inferior))? (?:heart|cardiac (?:silhouette|shadow))",
+        exclude=_alt(_LOCATED + r"(?: (?:left|right|superior|inferior))? (?:heart(?! size)|cardiac (?:silhouette|shadow|contours?))",
                      r"(?:left|right) heart (?:border|catheter\w*)", r"heart (?:borders?|failure|valves?)"),
         definite=_alt(r"cardiomegaly", r"cardiac enlargement", r"enlarged heart",
                       r"enlargement of the (?:heart|cardiac silhouette)"),
@@ -70,6 +79,12 @@ MENTIONS: dict[str, dict[str, str]] = {
                        r"(?:engorge\w*|indistinct\w*) (?:of the )?(?:pulmonary )?(?:vessels|vasculature|vascular markings)",
                        r"indistinctness", r"cephalization")),
     "Enlarged Cardiomediastinum": dict(
+        exclude=_alt(_LOCATED + r"(?: (?:superior|inferior|anterior|posterior|upper|lower|left|right|mid|middle))? "
+                                r"(?:(?:cardio)?mediastinum|(?:cardio)?mediastinal (?:silhouettes?|shadow|contours?|structures|"
+                                r"configuration)|pericardial silhouette)",
+                     # where it is, not how wide: 'the mediastinum is midline', 'mediastinal shift'
+                     r"(?:cardio)?mediastin(?:um|al structures) (?:is |are |remains? )?(?:in the )?midline",
+                     r"mediastinal shift"),
         definite=_alt(r"mediastinal widening", r"widen\w* (?:of )?(?:the )?(?:superior )?mediastinum",
                       r"widened (?:superior )?mediastin\w+"),
         neutral=_alt(r"\b(?:cardio)?mediastinum\b",
@@ -83,19 +98,19 @@ MENTIONS: dict[str, dict[str, str]] = {
         definite=_alt(r"\bmass(?:es)?\b", r"\bnodul(?:e|es)\b", r"nodular (?:densit\w+|opacit\w+|opacification)",
                       r"\blump\b", r"\blesions?\b", r"carcinoma", r"neoplasm", r"tumou?rs?\b")),
     "Lung Opacity": dict(
-        exclude=_alt(r"pleural (?:parenchymal )?scar\w*", r"pleuro-?(?:parenchymal|pericardial) scar\w*"),
+        exclude=_alt(r"pleural[\s-](?:parenchymal[\s-])?scar\w*", r"pleuro-?(?:parenchymal|pericardial) scar\w*"),
         definite=_alt(r"opaci\w*", r"decreased translucency", r"increased densit\w+",
                       r"air[\s-]?space (?:disease|process|opacit\w+)", r"infiltrat\w*",
                       r"interstitial (?:markings?|pattern|lung disease|abnormalit\w+|prominence|thickening)",
                       r"reticula\w*", r"parenchymal scar\w*", r"peribronchial (?:wall )?thickening",
                       r"(?:bronchial )?wall thickening", r"\bscar(?:s|ring)?\b")),
     "Pleural Effusion": dict(
-        exclude=_alt(r"pericardial effusions?", r"joint effusions?"),
+        exclude=_alt(r"(?<!pleural or )(?<!pleural and )(?<!pleural, )(?<!pleural nor )pericardial effusions?", r"joint effusions?"),
         definite=_alt(r"effusions?", r"pleural fluid", r"hydropneumothora(?:x|ces)"),
         uncertain=_alt(r"blunt\w* (?:of )?(?:the )?(?:(?:left|right|bilateral|both|lateral|posterior) ){0,3}costophrenic (?:angles?|sulc\w+)",
                        r"costophrenic (?:angles?|sulc\w+) (?:(?:is|are|remains?|appears?) )?(?:\w+ )?blunt\w*")),
     "Pleural Other": dict(
-        definite=_alt(r"pleural thickening", r"thickening of the pleura", r"pleural (?:parenchymal )?scar\w*",
+        definite=_alt(r"pleural thickening", r"thickening of the pleura", r"pleural[\s-](?:parenchymal[\s-])?scar\w*",
                       r"pleuro-?(?:parenchymal|pericardial) scar\w*", r"pleural plaques?",
                       r"pleural calcifications?", r"fibrothorax", r"fibrosis")),
     "Pneumonia": dict(definite=_alt(r"pneumonias?", r"bronchopneumonia", r"pneumonic", r"infection", r"infectious")),
@@ -112,14 +127,15 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"port-?a-?cath", r"mediport", r"\bstents?\b", r"\bclips?\b", r"swan[\s-]?ganz", r"impella",
                       r"balloon pump", r"\bdrains?\b", r"\bdevices?\b", r"cannula\w*", r"\bcoils?\b",
                       r"arthroplast\w*", r"prosthe(?:sis|ses|tic)", r"apparatus", r"\bsheaths?\b", r"(?:ivc|vena cava) filters?", r"tracheostomy", r"\btrach\b",
-                      r"endotracheal", r"nasogastric", r"orogastric", r"dobhoff", r"gastrostomy", r"loop recorder")),
+                      r"endotracheal", r"nasogastric", r"orogastric", r"dobhoff", r"gastrostomy", r"loop recorder",
+                      r"temperature probe", r"\bij\b(?= (?:terminat\w*|ends?|tip|extends?|courses?|is|in|with))")),
     OTHER_FINDING: dict(
         definite=_alt(r"emphysema\w*", r"\bblunt\w*", r"densit(?:y|ies)", r"elevat(?:ion|ed)", r"eventration",
                       r"scoliosis", r"degenerat\w*", r"calcifi\w*", r"hyperinfla\w*", r"hyperexpan\w*",
                       r"bronchospasm", r"asthma", r"hernia\w*", r"\bcopd\b", r"plaques?", r"osteophyt\w*",
                       r"aortic disease", r"bronchiolitis", r"airways? disease", r"thickening", r"aspiration",
                       r"bullae?\b", r"bullous", r"contusion", r"atherosclero\w*", r"osteopenia", r"metasta\w*",
-                      r"granulomas?", r"pneumomediastinum", r"pneumoperitoneum", r"osteodystrophy", r"cuffing",
+                      r"granulomas?", r"pneumomediastinum", r"mediastinal shift", r"(?:free |extraluminal )?air (?:in|within) the (?:\w+ )?mediastinum", r"pneumoperitoneum", r"osteodystrophy", r"cuffing",
                       r"irregular lucency", r"inflam\w*", r"fissures?", r"hypertension", r"prominen\w*",
                       r"kyphosis", r"bullets?", r"thoracentesis", r"bronchitis", r"volume loss", r"deformit\w*",
                       r"hemorrhage", r"hematoma", r"radiopaque", r"aerophagia", r"arthropathy",
@@ -128,11 +144,18 @@ MENTIONS: dict[str, dict[str, str]] = {
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #d1a0f283
 _W = r"(?:[\w-]+ )"  # one word and its space
+# words that may sit in 'no significant interval change': not findings ('no atelectatic changes' negates atelectasis)
+_CHANGE_MOD = (r"(?:(?:significant|signficant|interval|appreciable|substantial|definite|definitive|major|gross|further|"
+               r"relevant|notable|marked|other|overall|apparent|visible|radiographic|radiographically|real|important|"
+               r"meaningful|clinically|detectable|measurable|convincing|discernible|discernable|evident|obvious|"
+               r"short-term|short|acute|new|recent|demonstrable|considerable|sizable|large|much|any|dramatic|striking|"
+               r"substantive|qualitative|sig) )")
 TRIGGERS: dict[str, str] = {
     "pseudo": _alt(
-        rf"no {_W}{{0,2}}?(?:change|changes|increase|decrease|worsening|improvement|progression|difference|shift)\b",
-        rf"without {_W}{{0,2}}?changes?\b", rf"not {_W}?(?:changed|increased|decreased|improved|worsened|only)\b",
+        rf"no {_CHANGE_MOD}{{0,2}}(?:change|changes|increase|decrease|worsening|improvement|progression|difference|shift)\b",
+        rf"without {_CHANGE_MOD}{{0,2}}changes?\b", rf"not {_W}?(?:changed|increased|decreased|improved|worsened|only)\b",
         r"(?:nearly|almost|partially|incompletely|largely|mostly|not (?:completely|fully|entirely)|not yet) resolv\w*",
+        r"(?:partial|incomplete|near(?:ly)?(?: complete| total)?|almost(?: complete)?|some|slight|mild|minimal) (?:clearing|resolution) of",
         r"(?:is|are) otherwise (?:normal|unremarkable)", r"otherwise (?:normal|unremarkable)",
         r"no longer (?:intubated|deviated)",
         # a device 'in normal position' is present and well placed, not absent
@@ -140,10 +163,12 @@ TRIGGERS: dict[str, str] = {
         r"unremarkable|expected|acceptable|good) (?:\w+ )?(?:position|placement|location|course)\b",
         r"unremarkable in (?:position|placement|course)\b"),
     "preneg_f": _alt(r"(?:cannot|can not|could not|can't|unable to) (?:be )?(?:entirely |completely |definitely |totally |fully )?(?:exclude|rule out)\b",
-                     r"difficult to (?:entirely )?(?:exclude|rule out)\b", r"no evidence to rule out", r"no new"),
+                     r"(?:does|do|did|would) not (?:entirely |completely |definitely )?(?:exclude|rule out)\b",
+                     r"not (?:be )?possible to (?:entirely |completely )?(?:exclude|rule out)\b",
+                     r"(?:difficult|hard) to (?:entirely )?(?:exclude|rule out)\b", r"no evidence to rule out", r"no new"),
     "preneg_b": _alt(r"(?:cannot|can not|could not|can't) (?:be )?(?:entirely |completely |definitely |totally |fully )?(?:excluded|ruled out)",
                      r"(?:is |are |be )?not (?:be )?(?:entirely |completely |definitely )?(?:excluded|ruled out)",
-                     r"(?:is |are )?difficult to (?:entirely )?(?:exclude|rule out)"),
+                     r"(?:is |are |was |were |be )?(?:difficult|hard) to (?:entirely )?(?:exclude|rule out)"),
     "unc_b": _alt(
         r"(?:is|are|was|were|be|remains?) (?:also |still |now )?(?:possible|suspected|questioned|questionable|borderline|"
         r"considered|favou?red|less likely|unlikely|a possibility|obscured|not well (?:seen|visualized|evaluated|assessed)|"
@@ -151,27 +176,30 @@ TRIGGERS: dict[str, str] = {
         r"not (?:well|clearly|optimally|fully|adequately|completely) (?:seen|visualized|evaluated|assessed|imaged|demonstrated)",
         r"(?:may|might|could|can) (?:also |still )?(?:be|have been) (?:\w+ )?(?:present|seen|noted|developing|possible|enlarged|increased|widened|prominent)",
         r"(?:is|are|was|were) (?:possibly|questionably|potentially)\b",
-        r"(?:is|are|was|were|remains?) (?:also |still )?(?:an? )?(?:diagnostic |differential |clinical )?(?:considerations?|concern)\b",
-        r"not (?:\w+ )?appreciated", r"(?:cannot|can not|could not) be (?:adequately |well |fully )?(?:assessed|evaluated)"),
+        r"(?:is|are|was|were|remains?) (?:also |still )?(?:an? )?(?:diagnostic |differential |clinical )?(?:considerations?|concern)\b(?! (?:for|of|about)\b)",
+        r"not (?:\w+ )?appreciated", r"(?:cannot|can not|could not) be (?:adequately |well |fully )?(?:assessed|evaluated)",
+        r"(?:may|might|could|can) (?:also )?have (?:a |an |this |the )?(?:similar )?appearance"),
     "neg_b": _alt(
         r"(?:has|have|had|is|are|was|were|since|now|completely|entirely|also) (?:since |now |completely |entirely |also ){0,3}(?:resolved|cleared)",
         r"(?:has |have |had )?(?:since |now |also ){0,3}been (?:removed|discontinued|resolved)", r"(?:was |were |is |are )?removed",
         rf"no longer {_W}?(?:seen|present|visualized|visible|evident|identified|demonstrated|noted|apparent|detected|there|appreciated)",
         r"(?:is|are|was|were) (?:now )?(?:gone|absent)",
         rf"not {_W}{{0,2}}?(?:seen|identified|visualized|visible|present|evident|demonstrated|noted|apparent|detected|enlarged|widened|dilated)",
-        rf"(?:is|are|was|were|appears?|remains?|looks?|seems?|be|now|again|also) {_W}{{0,2}}?(?:normal|unremarkable|within normal limits|(?:at|within) (?:the )?upper limits? of normal)",
-        r"removal\b(?! of)", r"\bnone\b", r"negative\b(?! for)"),
+        rf"(?:is|are|was|were|appears?|remains?|looks?|seems?|be|now|again|also) {_W}{{0,2}}?(?:normal|unremarkable|within normal limits|(?:(?:at|within) (?:the )?)?upper limits? of normal)",
+        r"removal\b(?! of)", r"(?:has|have|had) not (?:since )?(?:recurred|re-?accumulated|returned|re-?developed)",
+        r"(?:has|have) (?:now |since )?re-?expanded", r"\bnone\b", r"negative\b(?! for)"),
     "neg_f": _alt(r"negative for", r"free of", r"clear of", r"rather than", r"rule out", r"r/o", r"to exclude",
-                  r"\bexclude", r"(?:interval )?(?:resolution|removal|disappearance|absence|drainage) of",
+                  r"\bexclude", r"(?:interval )?(?:resolution|removal|disappearance|absence|drainage|clearing) of", r"lack of",
                   r"history of", r"without", r"w/o", r"\bno\b", r"\bnot\b", r"\bnor\b", r"\bneither\b", r"\babsent\b"),
-    "neg_fb": _alt(r"(?:at|within) (?:the )?upper limits? of normal", r"within normal limits",
+    "neg_fb": _alt(r"(?:(?:at|within) (?:the )?)?upper limits? of normal", r"within normal limits",
                    r"(?:top|upper|high|low)[\s-]normal", r"\bnormal\b", r"\bunremarkable\b", r"\bresolved\b"),
-    "link": _alt(r"to (?:suggest|indicate|explain|account for)", r"concerning for", r"suspicious (?:for|of)",
+    "link": _alt(r"to (?:suggest|indicate|explain|account for)", r"that (?:would|might|could) (?:suggest|indicate)", r"concerning for", r"suspicious (?:for|of)",
                  r"suggestive of", r"worrisome for"),
     "unc_f": _alt(
         r"possibl[ey]", r"probabl[ey]", r"possibility of", r"questionabl[ey]", r"question of", r"suspect(?:ed|s)?", r"suspicious(?: for| of)?",
         r"suspicion (?:for|of)", r"concern(?:ing)? (?:for|of)", r"worrisome(?: for)?", r"\bmay\b", r"\bmight\b", r"\bcould\b",
         r"suggest(?:s|ed|ive|ing|ion)?(?: of)?", r"differential (?:diagnosis )?(?:includes?|would include|of|considerations?)",
+        r"differential\b[^.;]{0,60}?\binclud(?:es?|ing)\b", r"(?:evaluat(?:e|ion)|eval|assess(?:ment)?|check) (?:for|of)\b",
         r"favou?r(?:s|ed|ing)?\b", r"consider(?:ed)?\b", r"borderline", r"equivocal", r"presum(?:ed|ably|ptive)",
         r"less likely", r"unlikely", r"(?:clinical(?:ly)? )?correlat\w* (?:clinically )?(?:for|to (?:assess|evaluate) for)",
         r"difficult to (?:assess|evaluate)", r"poorly (?:seen|visualized|evaluated|assessed)"),
@@ -235,11 +263,15 @@ _WORD = re.compile(r"[a-z0-9][\w-]*")
 _CONJ = re.compile(r"\b(?:and|or|nor|as well as)\b")
 _VERB = re.compile(r"\b(?:is|are|was|were|has|have|had|been|be|remains?|appears?|persists?|seen|noted|present|"
                    r"improve\w*|increase\w*|decrease\w*|worsen\w*|progress\w*|develop\w*|change[sd]?)\b")
-_AND_DEGREE = re.compile(r"\band\b.*\b(?:mild|mildly|moderate|moderately|severe|severely|marked|markedly|small|large|"
-                         r"trace|tiny|minimal|new|newly)\b")
+_DEGREES = r"\b(?:mild|mildly|moderate|moderately|severe|severely|marked|markedly|small|large|trace|tiny|minimal|new|newly)\b"
+_AND_DEGREE = re.compile(r"\band\b.*" + _DEGREES)
+_DEGREE = re.compile(_DEGREES)
 _MAX_LIST = 64  # a trigger reaches at most this many mentions of one list (real lists are short; this keeps a
                # degenerate 'x or x or x ...' generation linear instead of quadratic)
 _HEAD = re.compile(r"\b(?:process(?:es)?|abnormalit(?:y|ies)|disease)\b(?!.*\b(?:or|nor|and)\b)")
+_LIST_END = re.compile(r",?\s*(?:or|nor|and)\b")  # what closes a 'no X, Y, ...' list
+_BUT_SAME = re.compile(r"but (?:still |now |also )?(?:remains?|is|are|stays?|still)\b")  # 'X has decreased but remains enlarged'
+_HEAD_ONLY = re.compile(r"\s*(?:process(?:es)?|abnormalit(?:y|ies)|disease)\s*")  # 'infectious process| cannot be excluded'
 
 def _clause_bounds(t: str) -> list[int]:
     "Sorted offsets where a new clause starts in cleaned text `t`."
@@ -283,7 +315,10 @@ class _Doc:
                 if blocked: break
                 w = len(_WORD.findall(gap))
                 if first:
-                    if w > first_words or ("," in gap and not first_comma) or _HEAD.search(gap): break
+                    if w > first_words or ("," in gap and not first_comma): break
+                    # a head noun closes a phrase the trigger precedes ('no acute process mild cardiomegaly'), but a
+                    # trigger after the phrase reaches back through its own head ('infectious process is not excluded')
+                    if _HEAD.search(gap) and not (direction < 0 and _HEAD_ONLY.fullmatch(gap)): break
                 elif w > 5 or _VERB.search(gap) or _AND_DEGREE.search(gap): break  # a verb starts a new statement: 'X is stable and Y is normal' 
                 elif not gap.strip() or _CONJ.search(gap): out.extend(pending); pending = []; conj = True
                 elif linked:  # 'no X to suggest Y'; but in 'no X, Y concerning for Z' the comma list never closed
@@ -300,6 +335,11 @@ class _Doc:
             first = False
             prev = ue if direction > 0 else us
             i += direction
+        # 'no X, Y, or acute osseous abnormality': the list closed on a non-finding, and Y still belongs to it
+        # (but not 'no X, small Y and ...': a degree starts a statement of its own)
+        if (pending and (i >= n or self.u_clause[i] != tc) and _LIST_END.match(self.t, units[pending[-1]][1])
+                and not _DEGREE.search(self.t, units[out[-1]][1] if out else units[pending[0]][0], units[pending[-1]][1])):
+            out.extend(pending)
         return out
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #df2ffb94
@@ -326,7 +366,10 @@ def _decide(m: Mention, flags: dict, doc: _Doc, ui: int) -> None:
     elif m.kind == "neutral":  # size / contour: positive only next to an enlargement word in its clause
         c, (us, ue) = doc.u_clause[ui], doc.units[ui][:2]
         lo = max(us - 40, doc.bounds[c - 1] if c > 0 else 0)
-        hi = min(ue + 40, doc.bounds[c] if c < len(doc.bounds) else len(doc.t))
+        end = doc.bounds[c] if c < len(doc.bounds) else len(doc.t)
+        if _BUT_SAME.match(doc.t, end):  # the size word may sit in a 'but' clause that goes on about the same subject
+            hi = doc.bounds[c + 1] if c + 1 < len(doc.bounds) else len(doc.t)
+        else: hi = min(ue + 40, end)
         cue = _CUE.search(doc.t, lo, hi)
         if cue: m.label, m.rule = POSITIVE, f"positive: '{cue.group(0)}'"
         else: m.label, m.rule = UNCERTAIN, "uncertain: size or contour without 'enlarged' or 'normal'"
@@ -426,11 +469,49 @@ def label_agreement(pred: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
     same = (p == r) | (np.isnan(p) & np.isnan(r))
     mentioned = ~np.isnan(r)
     binary = lambda a: np.nan_to_num(a, nan=0.0) != 0  # uncertain counts as positive, blank as negative
-    with np.errstate(invalid="ignore"):
+    bp, br = binary(p), binary(r)
+    tp, fp, fn = (bp & br).sum(0), (bp & ~br).sum(0), (~bp & br).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
         out = pd.DataFrame({
             "n": len(p),
+            "ref_positive": br.sum(0),  # reference rows at 1 or -1
             "exact": same.mean(0) if len(p) else np.nan,  # 1 / 0 / -1 / blank as four classes
             "exact_when_mentioned": (same & mentioned).sum(0) / mentioned.sum(0),  # on reference-mentioned rows
-            "binary_upos": (binary(p) == binary(r)).mean(0) if len(p) else np.nan,  # -1 -> 1, blank -> 0
+            "binary_upos": (bp == br).mean(0) if len(p) else np.nan,  # -1 -> 1, blank -> 0
+            "f1_upos": np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),  # of that positive class
         }, index=pd.Index(CHEXPERT_LABELS, name="observation"))
+    return out
+
+# %% ../../nbs/30_evaluation.labeler.ipynb #a021db9f
+def official_text(row) -> str:
+    "The section MIMIC-CXR-JPG's CheXpert labels were computed from: the impression, else the findings, else the last paragraph."
+    for key in ("impression", "findings", "last_paragraph"):
+        v = row.get(key)
+        if isinstance(v, str) and v.strip(): return v
+    return ""
+
+def official_agreement(reports: pd.DataFrame,  # one row per study (or per image): study_id + impression / findings [/ last_paragraph]
+                       chexpert: pd.DataFrame | None = None,  # mimic-cxr-2.0.0-chexpert.csv.gz read by pandas; None: label columns of `reports`
+                       ) -> pd.DataFrame:
+    "cxrgen's labeler against the official CheXpert labels, observation by observation (`label_agreement`'s table)."
+    if not isinstance(reports, pd.DataFrame) or "study_id" not in reports.columns:
+        raise CxrgenError("official_agreement: `reports` needs a study_id column and impression/findings columns, "
+                          "e.g. pd.read_csv('mimic-cxr-list-filtered.csv')")
+    if not {"impression", "findings", "last_paragraph"} & set(reports.columns):
+        raise CxrgenError(f"official_agreement: `reports` has none of impression, findings, last_paragraph "
+                          f"(columns: {list(reports.columns)[:12]}); pass the filtered CSV or parsed sections")
+    texts = reports.drop_duplicates("study_id")
+    texts = texts[[c for c in ("study_id", "impression", "findings", "last_paragraph") if c in texts.columns]]
+    if chexpert is None: chexpert = reports
+    missing = [c for c in ["study_id", *CHEXPERT_LABELS] if c not in chexpert.columns]
+    if missing:
+        raise CxrgenError(f"official_agreement: the official table lacks {missing}; read it from "
+                          "mimic-cxr-2.0.0-chexpert.csv.gz (MIMIC-CXR-JPG) or preprocess with that file present")
+    ref = chexpert.drop_duplicates("study_id")[["study_id", *CHEXPERT_LABELS]]
+    ref = ref[ref[CHEXPERT_LABELS].notna().any(axis=1)]  # all blank: the study has no row in the official file
+    both = texts.merge(ref, on="study_id", how="inner")
+    text = pd.Series([official_text(r) for r in both.to_dict("records")], index=both.index, dtype=object)
+    both, text = both[text.ne("")], text[text.ne("")]
+    out = label_agreement(label_reports(text).reset_index(drop=True), both.reset_index(drop=True))
+    out.attrs.update(n_studies=len(texts), n_compared=len(both), n_without_official=len(texts) - len(texts.merge(ref, on="study_id")))
     return out
