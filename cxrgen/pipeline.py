@@ -125,7 +125,9 @@ def run_demo(out_dir: str | Path = "outputs/demo", n_studies: int | None = None,
         times[f"stage{stage}"] = time.time() - t
 
     t = time.time()
-    eval_dir = claim_folder(out_dir / "eval", inputs_fingerprint(upstream, "test", notebooks), stale)
+    import cxrgen.evaluation
+    scoring = sorted(Path(cxrgen.evaluation.__file__).parent.rglob("*.py"))  # the labeler and metrics: rescore when they change
+    eval_dir = claim_folder(out_dir / "eval", inputs_fingerprint(upstream, "test", notebooks, *scoring), stale)
     ckpt = stage_dirs[2]  # the run folder: evaluation takes its best checkpoint (else its last)
     if not (eval_dir / "metrics_test.json").exists():
         if notebooks:

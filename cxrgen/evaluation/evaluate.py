@@ -192,7 +192,8 @@ CONVENTIONS = {
     "rouge_l": "pycocoevalcap Rouge: LCS F-measure with beta=1.2 per study, averaged over studies",
     "cider": "pycocoevalcap Cider = CIDEr-D: 1-4-grams tf-idf, idf from the references of the evaluated split, clipping, "
              "Gaussian length penalty sigma=6 (on bigram counts), x10, averaged over studies",
-    "clinical_terms": "cxrgen lexicon (findings, devices, anatomy), negated findings/devices as no_<term>; per-study F1 "
+    "clinical_terms": "cxrgen lexicon (findings, devices, anatomy), negated findings/devices as no_<term> with the CheXpert "
+                      "labeler's negation scopes; per-study F1 "
                       "averaged (1 when both sets are empty) and micro",
     "chexpert": "reference and generated texts both labelled by cxrgen.evaluation.labeler; upos: uncertain (-1) counts as "
                 "positive, uneg: as negative; blank and 0 negative; 14 = all labels, 5 = Atelectasis, Cardiomegaly, "

@@ -22,8 +22,8 @@ from ..core import CHEXPERT_LABELS, CxrgenError
 
 # %% auto #0
 __all__ = ['OTHER_FINDING', 'MENTIONS', 'TRIGGERS', 'POSITIVE', 'NEGATIVE', 'UNCERTAIN', 'LabelerInputError', 'clean_text',
-           'Mention', 'extract_mentions', 'label_report', 'label_reports', 'label_agreement', 'official_text',
-           'official_agreement']
+           'Mention', 'extract_mentions', 'scoped_phrases', 'label_report', 'label_reports', 'label_agreement',
+           'official_text', 'official_agreement']
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #7a3fdd71
 class LabelerInputError(CxrgenError, TypeError):
@@ -387,6 +387,15 @@ def extract_mentions(text: str) -> list[Mention]:
     t = clean_text(text)
     mentions = [Mention(obs, m.start(), m.end(), m.group(0), m.lastgroup)
                 for obs, rx in _MENTION_RES.items() for m in rx.finditer(t) if m.lastgroup != "exclude"]
+    return _scope_mentions(t, mentions)
+
+def scoped_phrases(text: str, pattern: re.Pattern, name: str = OTHER_FINDING) -> list[Mention]:
+    "The matches of your own `pattern` in `clean_text(text)`, each labelled 1 / 0 / -1 by this labeler's negation and uncertainty scoping."
+    t = clean_text(text)
+    return _scope_mentions(t, [Mention(name, m.start(), m.end(), m.group(0), "definite") for m in pattern.finditer(t)])
+
+def _scope_mentions(t: str, mentions: list[Mention]) -> list[Mention]:
+    "Label `mentions` of cleaned text `t` in place (triggers, scopes, decisions); returned in reading order."
     if not mentions: return []
     mentions.sort(key=lambda x: (x.start, x.end))
     units = []  # overlapping mentions ('nodular opacity': lesion and opacity) are scoped as one unit

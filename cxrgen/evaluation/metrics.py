@@ -379,37 +379,20 @@ CLINICAL_TERMS: dict[str, dict[str, list[str]]] = {
     },
 }
 
-_NEG_PRE = ["no", "not", "without", "negative for", "free of", "absence of", "absent", "no evidence of",
-            "no signs of", "no sign of", "resolution of", "resolved", "rather than", "no new", "no definite",
-            "no focal", "no acute", "removal of", "interval removal of", "clear of", "neither", "nor"]
-_NEG_POST = ["is not seen", "are not seen", "is not identified", "are not identified", "not seen", "not identified",
-             "not present", "is absent", "are absent", "has resolved", "have resolved", "resolved",
-             "is no longer seen", "are no longer seen", "no longer seen", "no longer present", "has been removed",
-             "have been removed", "was removed", "were removed", "is excluded", "are excluded"]
-_PSEUDO_NEG = re.compile(r"\b(?:no|without)(?: significant| interval| substantial| appreciable)? change\b"
-                         r"|\bnot (?:significantly )?changed\b|\bno increase\b|\bno decrease\b")
-_CLAUSE_SPLIT = re.compile(r"[.;:\n]|\bbut\b|\bhowever\b|\balthough\b|\bexcept\b|\bwith the exception of\b")
-
 def _alt(phrases): return "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
 
 _TERM_OF = {syn: (term, group) for group, d in CLINICAL_TERMS.items() for term, syns in d.items() for syn in syns}
-_TERM_RE = re.compile(rf"(?<![\w-])(?:{_alt(_TERM_OF)})(?![\w-])")
-_NEG_PRE_RE = re.compile(rf"(?<![\w-])(?:{_alt(_NEG_PRE)})(?![\w-])")
-_NEG_POST_RE = re.compile(rf"^\W*(?:\w+\W+){{0,3}}?(?:{_alt(_NEG_POST)})(?![\w-])")
+_words = lambda syns: re.compile(rf"(?<![\w-])(?:{_alt(syns)})(?![\w-])")
+_SCOPED_RE = _words([s for s, (_, g) in _TERM_OF.items() if g != "anatomy"])  # findings and devices: negatable
+_ANATOMY_RE = _words([s for s, (_, g) in _TERM_OF.items() if g == "anatomy"])
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #b8e591dd
 def clinical_terms(text: str) -> set[str]:
-    "The canonical lexicon terms of one report; negated findings/devices as `no_<term>`."
-    out = set()
-    text = _PSEUDO_NEG.sub(" ", text.lower())
-    for clause in _CLAUSE_SPLIT.split(text):
-        for m in _TERM_RE.finditer(clause):
-            term, group = _TERM_OF[m.group(0)]
-            if group != "anatomy":
-                neg = _NEG_PRE_RE.search(clause, 0, m.start()) is not None
-                neg = neg or _NEG_POST_RE.match(clause[m.end():]) is not None
-                if neg: term = "no_" + term
-            out.add(term)
+    "The canonical lexicon terms of one report; negated findings/devices as `no_<term>` (the labeler's negation scopes)."
+    from cxrgen.evaluation.labeler import clean_text, scoped_phrases
+    out = {_TERM_OF[m.group(0)][0] for m in _ANATOMY_RE.finditer(clean_text(text))}
+    for m in scoped_phrases(text, _SCOPED_RE):
+        out.add(("no_" if m.label == 0.0 else "") + _TERM_OF[m.text][0])
     return out
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #cda19e55
