@@ -131,11 +131,11 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"temperature probe", r"\bij\b(?= (?:terminat\w*|ends?|tip|extends?|courses?|is|in|with))")),
     OTHER_FINDING: dict(
         definite=_alt(r"emphysema\w*", r"\bblunt\w*", r"densit(?:y|ies)", r"elevat(?:ion|ed)", r"eventration",
-                      r"scoliosis", r"degenerat\w*", r"calcifi\w*", r"hyperinfla\w*", r"hyperexpan\w*",
+                      r"(?:dextro|levo|kypho)?scoliosis", r"degenerat\w*", r"calcifi\w*", r"hyperinfla\w*", r"hyperexpan\w*",
                       r"bronchospasm", r"asthma", r"hernia\w*", r"\bcopd\b", r"plaques?", r"osteophyt\w*",
                       r"aortic disease", r"bronchiolitis", r"airways? disease", r"thickening", r"aspiration",
                       r"bullae?\b", r"bullous", r"contusion", r"atherosclero\w*", r"osteopenia", r"metasta\w*",
-                      r"granulomas?", r"pneumomediastinum", r"mediastinal shift", r"(?:free |extraluminal )?air (?:in|within) the (?:\w+ )?mediastinum", r"pneumoperitoneum", r"osteodystrophy", r"cuffing",
+                      r"granulom\w*", r"pneumomediastinum", r"mediastinal shift", r"(?:free |extraluminal )?air (?:in|within) the (?:\w+ )?mediastinum", r"pneumoperitoneum", r"osteodystrophy", r"cuffing",
                       r"irregular lucency", r"inflam\w*", r"fissures?", r"hypertension", r"prominen\w*",
                       r"kyphosis", r"bullets?", r"thoracentesis", r"bronchitis", r"volume loss", r"deformit\w*",
                       r"hemorrhage", r"hematoma", r"radiopaque", r"aerophagia", r"arthropathy",
@@ -196,7 +196,7 @@ TRIGGERS: dict[str, str] = {
     "link": _alt(r"to (?:suggest|indicate|explain|account for)", r"that (?:would|might|could) (?:suggest|indicate)", r"concerning for", r"suspicious (?:for|of)",
                  r"suggestive of", r"worrisome for"),
     "unc_f": _alt(
-        r"possibl[ey]", r"probabl[ey]", r"possibility of", r"questionabl[ey]", r"question of", r"suspect(?:ed|s)?", r"suspicious(?: for| of)?",
+        r"possibl[ey]", r"probable\b", r"possibility of", r"questionabl[ey]", r"question of", r"suspect(?:ed|s)?", r"suspicious(?: for| of)?",
         r"suspicion (?:for|of)", r"concern(?:ing)? (?:for|of)", r"worrisome(?: for)?", r"\bmay\b", r"\bmight\b", r"\bcould\b",
         r"suggest(?:s|ed|ive|ing|ion)?(?: of)?", r"differential (?:diagnosis )?(?:includes?|would include|of|considerations?)",
         r"differential\b[^.;]{0,60}?\binclud(?:es?|ing)\b", r"(?:evaluat(?:e|ion)|eval|assess(?:ment)?|check) (?:for|of)\b",
@@ -271,6 +271,8 @@ _MAX_LIST = 64  # a trigger reaches at most this many mentions of one list (real
 _HEAD = re.compile(r"\b(?:process(?:es)?|abnormalit(?:y|ies)|disease)\b(?!.*\b(?:or|nor|and)\b)")
 _LIST_END = re.compile(r",?\s*(?:or|nor|and)\b")  # what closes a 'no X, Y, ...' list
 _BUT_SAME = re.compile(r"but (?:still |now |also )?(?:remains?|is|are|stays?|still)\b")  # 'X has decreased but remains enlarged'
+_TIP_OF = re.compile(r"\b(?:tip|end) of (?:the |a |an )?(?:[\w-]+ ){0,3}$")
+_OTHERWISE = re.compile(r" (?:is|are|remains?|appears?) otherwise (?:normal|unremarkable)\b")
 _HEAD_ONLY = re.compile(r"\s*(?:process(?:es)?|abnormalit(?:y|ies)|disease)\s*")  # 'infectious process| cannot be excluded'
 
 def _clause_bounds(t: str) -> list[int]:
@@ -280,8 +282,9 @@ def _clause_bounds(t: str) -> list[int]:
 # %% ../../nbs/30_evaluation.labeler.ipynb #e676771e
 class _Doc:
     "A cleaned report with its clause boundaries, mention units and triggers, for scoping."
-    def __init__(self, t: str, bounds: list[int], units: list, triggers: list):
+    def __init__(self, t: str, bounds: list[int], units: list, triggers: list, devices: list[bool] | None = None):
         self.t, self.bounds, self.units, self.triggers = t, bounds, units, triggers
+        self.u_dev = devices or [False] * len(units)  # unit is a device mention only
         self.u_start = [u[0] for u in units]
         self.u_clause = [bisect_right(bounds, u[0]) for u in units]
         self.tr_start = [x[0] for x in triggers]
@@ -306,6 +309,7 @@ class _Doc:
             i = bisect_left(self.u_start, ts) - 1; prev = ts
             while i >= 0 and units[i][1] > ts: i -= 1
         out, pending, first, conj = [], [], True, False
+        closed = trig[2] == "unc_fb"  # the walk has crossed a conjunction (an 'or' trigger is one)
         while 0 <= i < n and self.u_clause[i] == tc and len(out) + len(pending) < _MAX_LIST:
             us, ue = units[i][0], units[i][1]
             a, b = (prev, us) if direction > 0 else (ue, prev)
@@ -320,7 +324,12 @@ class _Doc:
                     # trigger after the phrase reaches back through its own head ('infectious process is not excluded')
                     if _HEAD.search(gap) and not (direction < 0 and _HEAD_ONLY.fullmatch(gap)): break
                 elif w > 5 or _VERB.search(gap) or _AND_DEGREE.search(gap): break  # a verb starts a new statement: 'X is stable and Y is normal' 
-                elif not gap.strip() or _CONJ.search(gap): out.extend(pending); pending = []; conj = True
+                # unpunctuated text: after a closed list ('no effusion or pneumothorax cardiomegaly is stable'), and
+                # from a finding to a device ('no pneumothorax pacemaker leads'), an empty gap starts a new statement
+                elif not gap.strip() and direction > 0 and (closed or (self.u_dev[i] and not self.u_dev[i - 1])):
+                    pending.append(i); prev = ue; i += 1; continue
+                elif not gap.strip() or _CONJ.search(gap):
+                    out.extend(pending); pending = []; conj = True; closed = closed or bool(_CONJ.search(gap))
                 elif linked:  # 'no X to suggest Y'; but in 'no X, Y concerning for Z' the comma list never closed
                     if pending: break
                     conj = True
@@ -371,7 +380,8 @@ def _decide(m: Mention, flags: dict, doc: _Doc, ui: int) -> None:
             hi = doc.bounds[c + 1] if c + 1 < len(doc.bounds) else len(doc.t)
         else: hi = min(ue + 40, end)
         cue = _CUE.search(doc.t, lo, hi)
-        if cue: m.label, m.rule = POSITIVE, f"positive: '{cue.group(0)}'"
+        if _OTHERWISE.match(doc.t, ue): m.label, m.rule = NEGATIVE, "negated: 'otherwise normal'"
+        elif cue: m.label, m.rule = POSITIVE, f"positive: '{cue.group(0)}'"
         else: m.label, m.rule = UNCERTAIN, "uncertain: size or contour without 'enlarged' or 'normal'"
     else: m.label, m.rule = POSITIVE, "positive"
 
@@ -387,24 +397,30 @@ def extract_mentions(text: str) -> list[Mention]:
     t = clean_text(text)
     mentions = [Mention(obs, m.start(), m.end(), m.group(0), m.lastgroup)
                 for obs, rx in _MENTION_RES.items() for m in rx.finditer(t) if m.lastgroup != "exclude"]
-    return _scope_mentions(t, mentions)
+    return _scope_mentions(t, mentions, merge_adjacent=True)
 
-def scoped_phrases(text: str, pattern: re.Pattern, name: str = OTHER_FINDING) -> list[Mention]:
+def scoped_phrases(text: str, pattern: re.Pattern,
+                   observation_of=None,  # match text -> its observation ('Support Devices' marks devices); None: one for all
+                   ) -> list[Mention]:
     "The matches of your own `pattern` in `clean_text(text)`, each labelled 1 / 0 / -1 by this labeler's negation and uncertainty scoping."
     t = clean_text(text)
-    return _scope_mentions(t, [Mention(name, m.start(), m.end(), m.group(0), "definite") for m in pattern.finditer(t)])
+    name = observation_of or (lambda _: OTHER_FINDING)
+    return _scope_mentions(t, [Mention(name(m.group(0)), m.start(), m.end(), m.group(0), "definite") for m in pattern.finditer(t)],
+                           merge_adjacent=observation_of is not None)
 
-def _scope_mentions(t: str, mentions: list[Mention]) -> list[Mention]:
+def _scope_mentions(t: str, mentions: list[Mention], merge_adjacent: bool = False) -> list[Mention]:
     "Label `mentions` of cleaned text `t` in place (triggers, scopes, decisions); returned in reading order."
     if not mentions: return []
     mentions.sort(key=lambda x: (x.start, x.end))
-    units = []  # overlapping mentions ('nodular opacity': lesion and opacity) are scoped as one unit
-    for j, mm in enumerate(mentions):
-        if units and mm.start < units[-1][1]: units[-1][1] = max(units[-1][1], mm.end); units[-1][2].append(j)
+    units = []  # overlapping mentions ('nodular opacity': lesion and opacity) are scoped as one unit, and with
+    for j, mm in enumerate(mentions):  # `merge_adjacent` so are touching ones of one observation ('picc line')
+        same = (merge_adjacent and units and not t[units[-1][1]:mm.start].strip()
+                and any(mentions[k].observation == mm.observation for k in units[-1][2]))
+        if units and (mm.start < units[-1][1] or same): units[-1][1] = max(units[-1][1], mm.end); units[-1][2].append(j)
         else: units.append([mm.start, mm.end, [j]])
     bounds = _clause_bounds(t)
     trigs = [(m.start(), m.end(), m.lastgroup, bisect_right(bounds, m.start())) for m in _TRIGGER_RE.finditer(t)]
-    doc = _Doc(t, bounds, units, trigs)
+    doc = _Doc(t, bounds, units, trigs, [all(mentions[j].observation == "Support Devices" for j in u[2]) for u in units])
     flags = [dict() for _ in units]  # unit -> {'preneg' | 'neg' | 'unc': trigger text}
     for trig in trigs:
         cls = trig[2]
@@ -414,7 +430,9 @@ def _scope_mentions(t: str, mentions: list[Mention]) -> list[Mention]:
         else:
             flag, dirs = _SCOPES[cls]
             reach = [i for d, w, c in dirs for i in doc.scope(trig, d, w, c)]
-        for i in reach: flags[i].setdefault(flag, t[trig[0]:trig[1]])
+        for i in reach:  # 'the tip of the PICC is not seen': the tip, not the catheter
+            if cls in ("neg_b", "unc_b") and doc.u_dev[i] and _TIP_OF.search(t, max(0, units[i][0] - 40), units[i][0]): continue
+            flags[i].setdefault(flag, t[trig[0]:trig[1]])
     for ui, u in enumerate(units):
         for j in u[2]: _decide(mentions[j], flags[ui], doc, ui)
     return mentions

@@ -385,14 +385,17 @@ _TERM_OF = {syn: (term, group) for group, d in CLINICAL_TERMS.items() for term, 
 _words = lambda syns: re.compile(rf"(?<![\w-])(?:{_alt(syns)})(?![\w-])")
 _SCOPED_RE = _words([s for s, (_, g) in _TERM_OF.items() if g != "anatomy"])  # findings and devices: negatable
 _ANATOMY_RE = _words([s for s, (_, g) in _TERM_OF.items() if g == "anatomy"])
+_observation_of = lambda syn: "Support Devices" if _TERM_OF[syn][1] == "device" else _TERM_OF[syn][0]  # for the scoping
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #b8e591dd
 def clinical_terms(text: str) -> set[str]:
     "The canonical lexicon terms of one report; negated findings/devices as `no_<term>` (the labeler's negation scopes)."
     from cxrgen.evaluation.labeler import clean_text, scoped_phrases
     out = {_TERM_OF[m.group(0)][0] for m in _ANATOMY_RE.finditer(clean_text(text))}
-    for m in scoped_phrases(text, _SCOPED_RE):
-        out.add(("no_" if m.label == 0.0 else "") + _TERM_OF[m.text][0])
+    t = clean_text(text)
+    for m in scoped_phrases(text, _SCOPED_RE, _observation_of):
+        neg = m.label == 0.0 or (m.text == "intubated" and t.endswith("no longer ", 0, m.start))  # extubated
+        out.add(("no_" if neg else "") + _TERM_OF[m.text][0])
     return out
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #cda19e55
