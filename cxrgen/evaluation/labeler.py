@@ -76,7 +76,7 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"kerley\s*b?\s*lines?"),
         uncertain=_alt(r"(?:(?:pulmonary|vascular|venous|interstitial|hilar)\s+){1,3}congestion",
                        r"vascular (?:prominence|engorgement|indistinctness|redistribution)",
-                       r"(?:engorge\w*|indistinct\w*) (?:of the )?(?:pulmonary )?(?:vessels|vasculature|vascular markings)",
+                       r"(?:engorge\w*|indistinct\w*|prominen\w*) (?:of the )?(?:pulmonary )?(?:vessels|vasculature|vascular markings)",
                        r"indistinctness", r"cephalization")),
     "Enlarged Cardiomediastinum": dict(
         exclude=_alt(_LOCATED + r"(?: (?:superior|inferior|anterior|posterior|upper|lower|left|right|mid|middle))? "
