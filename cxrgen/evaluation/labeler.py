@@ -536,7 +536,12 @@ def official_agreement(reports: pd.DataFrame,  # one row per study (or per image
                           "mimic-cxr-2.0.0-chexpert.csv.gz (MIMIC-CXR-JPG) or preprocess with that file present")
     ref = chexpert.drop_duplicates("study_id")[["study_id", *CHEXPERT_LABELS]]
     ref = ref[ref[CHEXPERT_LABELS].notna().any(axis=1)]  # all blank: the study has no row in the official file
-    both = texts.merge(ref, on="study_id", how="inner")
+    try: both = texts.merge(ref, on="study_id", how="inner")
+    except ValueError: both = texts.iloc[:0]  # pandas refuses to join str with int ids
+    if both.empty and len(texts):
+        raise CxrgenError(f"official_agreement: none of the {len(texts)} studies has a row in the official table "
+                          f"(study_id {texts['study_id'].dtype} vs {ref['study_id'].dtype}, e.g. {texts['study_id'].iloc[0]!r}); "
+                          "read both with the same dtype and check they come from the same download")
     text = pd.Series([official_text(r) for r in both.to_dict("records")], index=both.index, dtype=object)
     both, text = both[text.ne("")], text[text.ne("")]
     out = label_agreement(label_reports(text).reset_index(drop=True), both.reset_index(drop=True))
