@@ -51,6 +51,19 @@ def _cmd_synth(args):
                            num_workers=args.num_workers, overwrite=args.overwrite)
     print(f"synthetic MIMIC-CXR layout in {out} ({time.time() - t:.1f} s)")
 
+def _labeler_check(df, n: int = 2000) -> str:
+    "One line: cxrgen's labeler against the official CheXpert labels of up to `n` sampled studies of a filtered CSV."
+    from cxrgen.core import CHEXPERT_LABELS
+    from cxrgen.evaluation.labeler import official_agreement
+    if not df[CHEXPERT_LABELS].notna().any(axis=None):
+        return "labeler check skipped: no official CheXpert labels (mimic-cxr-2.0.0-chexpert.csv.gz) in this download"
+    studies = df.drop_duplicates("study_id")
+    a = official_agreement(studies.sample(min(n, len(studies)), random_state=0))
+    return (f"cxrgen labeler vs mimic-cxr-2.0.0-chexpert.csv.gz on {a.attrs['n_compared']} studies (impression, else findings): "
+            f"agreement where the official file mentions an observation {a['exact_when_mentioned'].mean():.3f}, "
+            f"F1 (uncertain = positive) {a['f1_upos'].mean():.3f}, both macro over observations; per observation: "
+            "nbs/80_explore_data.ipynb or cxrgen.evaluation.labeler.official_agreement")
+
 def _cmd_preprocess(args):
     from cxrgen.data.mimic import preprocess
     mimic_dir = resolve_path(args.mimic_dir)
@@ -58,6 +71,7 @@ def _cmd_preprocess(args):
     if args.views is not None:  # "all" keeps every view; an empty item ("PA,AP,") keeps blank ViewPosition
         kw["views"] = None if args.views.strip().lower() == "all" else [v.strip() for v in args.views.split(",")]
     df = preprocess(mimic_dir, **kw)
+    print(_labeler_check(df))
     if args.cache_size:
         from cxrgen.data.dataloader import image_cache_dir
         from cxrgen.data.images import build_image_cache

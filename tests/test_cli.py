@@ -57,6 +57,8 @@ def test_synth_then_preprocess(tmp_path):
     r = run("preprocess", "--mimic_dir", data, "--cache_dir", tmp_path / "cache", "--cache_size", 64,
             "--minimal", 2, "--num_workers", 1)
     assert r.returncode == 0, r.stderr
+    # the synthetic label file holds what the CheXpert conventions read in the impression: full agreement
+    assert "cxrgen labeler vs mimic-cxr-2.0.0-chexpert.csv.gz on" in r.stdout and "mentions an observation 1.000" in r.stdout, r.stdout
     df = pd.read_csv(data / "mimic-cxr-list-filtered.csv")
     assert len(df) > 0 and set(df["view_position"]) <= {"PA", "AP"}
     assert (data / "mimic-cxr-list-minimal.csv").is_file()

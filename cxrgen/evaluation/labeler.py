@@ -536,8 +536,10 @@ def official_agreement(reports: pd.DataFrame,  # one row per study (or per image
                           "mimic-cxr-2.0.0-chexpert.csv.gz (MIMIC-CXR-JPG) or preprocess with that file present")
     ref = chexpert.drop_duplicates("study_id")[["study_id", *CHEXPERT_LABELS]]
     ref = ref[ref[CHEXPERT_LABELS].notna().any(axis=1)]  # all blank: the study has no row in the official file
-    try: both = texts.merge(ref, on="study_id", how="inner")
-    except ValueError: both = texts.iloc[:0]  # pandas refuses to join str with int ids
+    texts, ref = texts.copy(), ref.copy()
+    texts.attrs, ref.attrs = {}, {}  # e.g. preprocess's drop table, which pandas cannot compare while it joins
+    same_kind = texts["study_id"].dtype.kind == ref["study_id"].dtype.kind  # pandas refuses to join str with int ids
+    both = texts.merge(ref, on="study_id", how="inner") if same_kind else texts.iloc[:0]
     if both.empty and len(texts):
         raise CxrgenError(f"official_agreement: none of the {len(texts)} studies has a row in the official table "
                           f"(study_id {texts['study_id'].dtype} vs {ref['study_id'].dtype}, e.g. {texts['study_id'].iloc[0]!r}); "
@@ -545,5 +547,5 @@ def official_agreement(reports: pd.DataFrame,  # one row per study (or per image
     text = pd.Series([official_text(r) for r in both.to_dict("records")], index=both.index, dtype=object)
     both, text = both[text.ne("")], text[text.ne("")]
     out = label_agreement(label_reports(text).reset_index(drop=True), both.reset_index(drop=True))
-    out.attrs.update(n_studies=len(texts), n_compared=len(both), n_without_official=len(texts) - len(texts.merge(ref, on="study_id")))
+    out.attrs.update(n_studies=len(texts), n_compared=len(both), n_without_official=int((~texts["study_id"].isin(ref["study_id"])).sum()))
     return out
