@@ -34,7 +34,8 @@ _PARA = re.compile(r"\n\s*\n")
 _SLASH = re.compile(r"([a-z]{2,})/(?=([a-z]{2,}))")
 _DEVICE_ABBREV = {"line", "lines", "tube", "tubes", "et", "ett", "ng", "ngt", "og", "ogt", "picc", "catheter", "catheters",
                   "wire", "wires", "lead", "leads", "drain", "drains", "pacer", "pacemaker", "icd", "aicd", "dobhoff",
-                  "port", "ports", "trach", "cvl", "ij", "sheath", "stent", "stents", "clips", "valve"}
+                  "port", "ports", "trach", "cvl", "ij", "sheath", "stent", "stents", "clips", "valve",
+                  "defibrillator", "defibrillators", "introducer", "feeding", "pigtail", "cordis"}
 _WS = re.compile(r"\s+")
 _ABBREV = re.compile(r"\b(?:vs|approx|e\.g|i\.e|dr|mr|mrs|ms)\.")
 # 'no X is seen to suggest Y' reads as 'no X to suggest Y': the verb would end the clause before the link
@@ -61,7 +62,9 @@ _LOCATED = (r"(?<!increase )(?<!increased )(?<!increasing )(?<!widening )(?<!enl
             r"obscur\w*)(?: the)?")
 
 MENTIONS: dict[str, dict[str, str]] = {
-    "Atelectasis": dict(definite=_alt(r"atelecta\w*", r"collaps(?:e|ed|ing)")),
+    "Atelectasis": dict(exclude=_alt(r"collapse of (?:the |a |an )?(?:[\w-]+ ){0,3}(?:vertebra\w*|vertebral body)",
+                                 r"vertebral (?:body )?collapse"),
+                    definite=_alt(r"atelecta\w*", r"collaps(?:e|ed|ing)")),
     "Cardiomegaly": dict(
         exclude=_alt(_LOCATED + r"(?: (?:left|right|superior|inferior))? (?:heart(?! size)|cardiac (?:silhouette|shadow|contours?))",
                      r"(?:left|right) heart (?:border|catheter\w*)", r"heart (?:borders?|failure|valves?)"),
@@ -93,7 +96,7 @@ MENTIONS: dict[str, dict[str, str]] = {
                      r"hilar contours?", r"pericardial silhouette")),
     "Fracture": dict(definite=_alt(r"fractur\w*", r"\bfx\b")),
     "Lung Lesion": dict(
-        exclude=_alt(r"calcified (?:\w+ )?nodul\w*", r"mass effect",
+        exclude=_alt(r"(?<!non-)(?<!non )calcified (?:\w+ )?nodul\w*", r"mass effect",
                      r"(?:bone|bony|osseous|lytic|sclerotic|blastic|skin|cutaneous) lesions?"),
         definite=_alt(r"\bmass(?:es)?\b", r"\bnodul(?:e|es)\b", r"nodular (?:densit\w+|opacit\w+|opacification)",
                       r"\blump\b", r"\blesions?\b", r"carcinoma", r"neoplasm", r"tumou?rs?\b")),
@@ -106,19 +109,25 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"(?:bronchial )?wall thickening", r"\bscar(?:s|ring)?\b")),
     "Pleural Effusion": dict(
         exclude=_alt(r"(?<!pleural or )(?<!pleural and )(?<!pleural, )(?<!pleural nor )pericardial effusions?", r"joint effusions?"),
-        definite=_alt(r"effusions?", r"pleural fluid", r"hydropneumothora(?:x|ces)"),
+        definite=_alt(r"effusions?", r"pleural fluid", r"subpulmonic fluid", r"hydropneumothora(?:x|ces)"),
         uncertain=_alt(r"blunt\w* (?:of )?(?:the )?(?:(?:left|right|bilateral|both|lateral|posterior) ){0,3}costophrenic (?:angles?|sulc\w+)",
                        r"costophrenic (?:angles?|sulc\w+) (?:(?:is|are|remains?|appears?) )?(?:\w+ )?blunt\w*")),
     "Pleural Other": dict(
         definite=_alt(r"pleural thickening", r"thickening of the pleura", r"pleural[\s-](?:parenchymal[\s-])?scar\w*",
                       r"pleuro-?(?:parenchymal|pericardial) scar\w*", r"pleural plaques?",
-                      r"pleural calcifications?", r"fibrothorax", r"fibrosis")),
+                      r"pleural calcifications?", r"fibrothorax", r"fibrosis",
+                      # 'pleural effusion or thickening': the pleura's thickening, named once
+                      r"(?:(?<=effusion or )|(?<=effusions or )|(?<=effusion and )|(?<=effusions and )"
+                      r"|(?<=effusion versus )|(?<=effusions versus )|(?<=effusion vs ))thickening")),
     "Pneumonia": dict(definite=_alt(r"pneumonias?", r"bronchopneumonia", r"pneumonic", r"infection", r"infectious")),
     "Pneumothorax": dict(definite=_alt(r"pneumothora(?:x|ces)", r"hydropneumothora(?:x|ces)", r"\bptx\b")),
     "Support Devices": dict(
         exclude=_alt(r"kerley\s*\w*\s*lines?", r"septal lines?", r"(?:visceral )?pleural lines?",
                      r"(?:azygo-?esophageal|paraspinal|paratracheal|junction|skin|fissural|fine) lines?",
-                     r"lines? of (?:the|demarcation)", r"(?<!mechanical )(?<!artificial )(?<!porcine )heart valves?", r"plate-?like", r"plate atelecta\w*",
+                     r"lines? of (?:the|demarcation)", r"(?<!mechanical )(?<!artificial )(?<!porcine )heart valves?",
+                     r"calcifi\w* (?:(?:aortic|mitral|tricuspid|pulmonic|heart|cardiac|and),? ){0,4}valves?",
+                     r"(?:aortic|mitral|tricuspid|pulmonic) valve (?:calcifi\w*|sclerosis|stenosis)",
+                     r"calcifi\w* of the (?:\w+ ){0,4}valves?", r"plate-?like", r"plate atelecta\w*",
                      r"(?:ekg|ecg|monitoring|telemetry|external) (?:leads?|wires?|lines?)"),
         definite=_alt(r"\btubes?\b", r"\blines?\b", r"catheters?", r"\bpicc\b", r"\bpacer\b", r"pacemakers?",
                       r"\b(?:a?icd|ett|ngt|ogt|iabp|ecmo|lvad)\b", r"defibrillators?", r"\bwires?\b",
@@ -126,20 +135,30 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"\bvalves?\b", r"valve replacement", r"hardware", r"\bplates?\b", r"\bscrews?\b", r"\bports?\b",
                       r"port-?a-?cath", r"mediport", r"\bstents?\b", r"\bclips?\b", r"swan[\s-]?ganz", r"impella",
                       r"balloon pump", r"\bdrains?\b", r"\bdevices?\b", r"cannula\w*", r"\bcoils?\b",
-                      r"arthroplast\w*", r"prosthe(?:sis|ses|tic)", r"apparatus", r"\bsheaths?\b", r"(?:ivc|vena cava) filters?", r"tracheostomy", r"\btrach\b",
+                      r"arthroplast\w*", r"prosthe(?:sis|ses|tic)", r"apparatus", r"\bsheaths?\b",
+                      r"(?:ivc|vena cava) filters?", r"tracheostomy", r"\btrach\b",
                       r"endotracheal", r"nasogastric", r"orogastric", r"dobhoff", r"gastrostomy", r"loop recorder",
-                      r"temperature probe", r"\bij\b(?= (?:terminat\w*|ends?|tip|extends?|courses?|is|in|with))")),
+                      r"temperature probe", r"\b(?:tavr|tavi|avr|mvr)\b", r"annuloplasty(?: ring)?", r"mitra-?clips?",
+                      r"cordis", r"introducers?",
+                      r"\bij\b(?= (?:terminat\w*|ends?|tip|extends?|courses?|is|in|with))")),
     OTHER_FINDING: dict(
         definite=_alt(r"emphysema\w*", r"\bblunt\w*", r"densit(?:y|ies)", r"elevat(?:ion|ed)", r"eventration",
-                      r"(?:dextro|levo|kypho)?scoliosis", r"degenerat\w*", r"calcifi\w*", r"hyperinfla\w*", r"hyperexpan\w*",
+                      r"(?:dextro|levo|kypho)?scoliosis", r"degenerat\w*", r"(?<!non-)calcifi\w*", r"hyperinfla\w*",
+                      r"hyperexpan\w*",
                       r"bronchospasm", r"asthma", r"hernia\w*", r"\bcopd\b", r"plaques?", r"osteophyt\w*",
                       r"aortic disease", r"bronchiolitis", r"airways? disease", r"thickening", r"aspiration",
                       r"bullae?\b", r"bullous", r"contusion", r"atherosclero\w*", r"osteopenia", r"metasta\w*",
-                      r"granulom\w*", r"pneumomediastinum", r"mediastinal shift", r"(?:free |extraluminal )?air (?:in|within) the (?:\w+ )?mediastinum", r"pneumoperitoneum", r"osteodystrophy", r"cuffing",
+                      r"granulom\w*", r"pneumomediastinum", r"mediastinal shift",
+                      r"(?:free |extraluminal )?air (?:in|within) the (?:\w+ )?mediastinum", r"pneumoperitoneum",
+                      r"osteodystrophy", r"cuffing",
                       r"irregular lucency", r"inflam\w*", r"fissures?", r"hypertension", r"prominen\w*",
                       r"kyphosis", r"bullets?", r"thoracentesis", r"bronchitis", r"volume loss", r"deformit\w*",
                       r"hemorrhage", r"hematoma", r"radiopaque", r"aerophagia", r"arthropathy",
-                      r"pericardial effusions?", r"lymphadenopathy", r"(?:bone|bony|osseous|lytic|sclerotic|blastic) lesions?")),
+                      r"pericardial effusions?", r"lymphadenopathy", r"bronchiecta\w*", r"cancers?\b",
+                      r"obstructive (?:pulmonary|lung|airways?) disease", r"chronic lung disease", r"fibrotic",
+                      r"interstitial changes?", r"(?:hilar|hilum|hila) (?:enlargement|fullness)",
+                      r"(?:enlarged|full|bulky|prominent) hil(?:a|um|ar)\b", r"adenopathy",
+                      r"(?:bone|bony|osseous|lytic|sclerotic|blastic) lesions?")),
 }
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #d1a0f283
@@ -154,10 +173,11 @@ TRIGGERS: dict[str, str] = {
     "pseudo": _alt(
         rf"no {_CHANGE_MOD}{{0,2}}(?:change|changes|increase|decrease|worsening|improvement|progression|difference|shift)\b",
         rf"without {_CHANGE_MOD}{{0,2}}changes?\b", rf"not {_W}?(?:changed|increased|decreased|improved|worsened|only)\b",
-        r"(?:nearly|almost|partially|incompletely|largely|mostly|not (?:completely|fully|entirely)|not yet) resolv\w*",
-        r"(?:partial|incomplete|near(?:ly)?(?: complete| total)?|almost(?: complete)?|some|slight|mild|minimal) (?:clearing|resolution) of",
+        r"(?:nearly|almost|partially|incompletely|largely|mostly|not (?:completely|fully|entirely)|not yet) (?:(?:completely|entirely|totally|fully) )?(?:resolv\w*|cleared)",
+        r"(?:partial|incomplete|near(?:ly)?(?:[\s-]complete|[\s-]total)?|almost(?:[\s-]complete)?|some|slight|mild|minimal)[\s-](?:clearing|resolution) of",
         r"(?:is|are) otherwise (?:normal|unremarkable)", r"otherwise (?:normal|unremarkable)",
         r"no longer (?:intubated|deviated)",
+        r"(?:document|ensure|confirm|demonstrate|assess for|evaluate for|evaluation for|monitor for) (?:the )?(?:complete |interval )?resolution of",
         # a device 'in normal position' is present and well placed, not absent
         r"(?:(?:is|are|was|were|remains?|appears?) )?(?:(?:in|of) )?(?:an? )?(?:normal|standard|appropriate|satisfactory|"
         r"unremarkable|expected|acceptable|good) (?:\w+ )?(?:position|placement|location|course)\b",
@@ -171,17 +191,18 @@ TRIGGERS: dict[str, str] = {
                      r"(?:is |are |was |were |be )?(?:difficult|hard) to (?:entirely )?(?:exclude|rule out)"),
     "unc_b": _alt(
         r"(?:is|are|was|were|be|remains?) (?:also |still |now )?(?:possible|suspected|questioned|questionable|borderline|"
-        r"considered|favou?red|less likely|unlikely|a possibility|obscured|not well (?:seen|visualized|evaluated|assessed)|"
+        r"considered|favou?red(?! over)|less likely|unlikely|(?:thought|felt|believed) (?:to be )?(?:less likely|unlikely)|not (?:favou?red|likely)|a possibility|obscured|not well (?:seen|visualized|evaluated|assessed)|"
         r"poorly (?:seen|visualized|evaluated|assessed)|difficult to (?:assess|evaluate|see))",
         r"not (?:well|clearly|optimally|fully|adequately|completely) (?:seen|visualized|evaluated|assessed|imaged|demonstrated)",
         r"(?:may|might|could|can) (?:also |still )?(?:be|have been) (?:\w+ )?(?:present|seen|noted|developing|possible|enlarged|increased|widened|prominent)",
         r"(?:is|are|was|were) (?:possibly|questionably|potentially)\b",
-        r"(?:is|are|was|were|remains?) (?:also |still )?(?:an? )?(?:diagnostic |differential |clinical )?(?:considerations?|concern)\b(?! (?:for|of|about)\b)",
+        r"(?:is|are|was|were|be|remains?) (?:also |still )?(?:an? )?(?:diagnostic |differential |clinical )?(?:considerations?|concern)\b(?! (?:for|of|about)\b)",
         r"not (?:\w+ )?appreciated", r"(?:cannot|can not|could not) be (?:adequately |well |fully )?(?:assessed|evaluated)",
         r"(?:may|might|could|can) (?:also )?have (?:a |an |this |the )?(?:similar )?appearance"),
     "neg_b": _alt(
         r"(?:has|have|had|is|are|was|were|since|now|completely|entirely|also) (?:since |now |completely |entirely |also ){0,3}(?:resolved|cleared)",
-        r"(?:has |have |had )?(?:since |now |also ){0,3}been (?:removed|discontinued|resolved)", r"(?:was |were |is |are )?removed",
+        r"(?:has |have |had )?(?:since |now |also ){0,3}been (?:removed|discontinued|resolved)",
+        r"(?:was |were |is |are )?removed",
         rf"no longer {_W}?(?:seen|present|visualized|visible|evident|identified|demonstrated|noted|apparent|detected|there|appreciated)",
         r"(?:is|are|was|were) (?:now )?(?:gone|absent)",
         rf"not {_W}{{0,2}}?(?:seen|identified|visualized|visible|present|evident|demonstrated|noted|apparent|detected|enlarged|widened|dilated)",
@@ -189,21 +210,27 @@ TRIGGERS: dict[str, str] = {
         r"removal\b(?! of)", r"(?:has|have|had) not (?:since )?(?:recurred|re-?accumulated|returned|re-?developed)",
         r"(?:has|have) (?:now |since )?re-?expanded", r"\bnone\b", r"negative\b(?! for)"),
     "neg_f": _alt(r"negative for", r"free of", r"clear of", r"rather than", r"rule out", r"r/o", r"to exclude",
-                  r"\bexclude", r"(?:interval )?(?:resolution|removal|disappearance|absence|drainage|clearing) of", r"lack of",
+                  r"\bexclude", r"(?:interval )?(?:resolution|removal|disappearance|absence|drainage|clearing) of",
+                  r"lack of",
                   r"history of", r"without", r"w/o", r"\bno\b", r"\bnot\b", r"\bnor\b", r"\bneither\b", r"\babsent\b"),
     "neg_fb": _alt(r"(?:(?:at|within) (?:the )?)?upper limits? of normal", r"within normal limits",
                    r"(?:top|upper|high|low)[\s-]normal", r"\bnormal\b", r"\bunremarkable\b", r"\bresolved\b"),
     "link": _alt(r"to (?:suggest|indicate|explain|account for)", r"that (?:would|might|could) (?:suggest|indicate)", r"concerning for", r"suspicious (?:for|of)",
                  r"suggestive of", r"worrisome for"),
     "unc_f": _alt(
-        r"possibl[ey]", r"probable\b", r"possibility of", r"questionabl[ey]", r"question of", r"suspect(?:ed|s)?", r"suspicious(?: for| of)?",
-        r"suspicion (?:for|of)", r"concern(?:ing)? (?:for|of)", r"worrisome(?: for)?", r"\bmay\b", r"\bmight\b", r"\bcould\b",
-        r"suggest(?:s|ed|ive|ing|ion)?(?: of)?", r"differential (?:diagnosis )?(?:includes?|would include|of|considerations?)",
-        r"differential\b[^.;]{0,60}?\binclud(?:es?|ing)\b", r"(?:evaluat(?:e|ion)|eval|assess(?:ment)?|check) (?:for|of)\b",
+        r"possibl[ey]", r"probable\b", r"possibility of", r"questionabl[ey]", r"question of", r"suspect(?:ed|s)?",
+        r"suspicious(?: for| of)?",
+        r"suspicion (?:for|of)", r"concern(?:ing)? (?:for|of)", r"worrisome(?: for)?", r"\bmay\b", r"\bmight\b",
+        r"\bcould\b",
+        r"suggest(?:s|ed|ive|ing|ion)?(?: of)?",
+        r"differential (?:diagnosis )?(?:includes?|would include|of|considerations?)",
+        r"differential\b[^.;]{0,60}?\binclud(?:es?|ing)\b",
+        r"(?:evaluat(?:e|ion)|eval|assess(?:ment)?|check) (?:for\b|of\b(?! (?:the|this|these|that|known|previously)\b))",
         r"favou?r(?:s|ed|ing)?\b", r"consider(?:ed)?\b", r"borderline", r"equivocal", r"presum(?:ed|ably|ptive)",
-        r"less likely", r"unlikely", r"(?:clinical(?:ly)? )?correlat\w* (?:clinically )?(?:for|to (?:assess|evaluate) for)",
+        r"less likely", r"unlikely", r"more likely than",
+        r"(?:clinical(?:ly)? )?correlat\w* (?:clinically )?(?:for|to (?:assess|evaluate) for)",
         r"difficult to (?:assess|evaluate)", r"poorly (?:seen|visualized|evaluated|assessed)"),
-    "unc_fb": _alt(r"\bor\b", r"versus", r"\bvs\b"),
+    "unc_fb": _alt(r"\bor\b", r"versus", r"\bvs\b", r"(?:(?:is|are) )?favou?red over"),
 }
 _CHAIN_TRIGGERS = {"link", "unc_fb"}  # may sit between two mentions of one list: 'no X or Y'
 _MODIFIER_TRIGGERS = {"unc_f", "unc_fb", "link"}  # may sit between a trigger and its first mention: 'no suspicious nodule'
@@ -272,6 +299,7 @@ _HEAD = re.compile(r"\b(?:process(?:es)?|abnormalit(?:y|ies)|disease)\b(?!.*\b(?
 _LIST_END = re.compile(r",?\s*(?:or|nor|and)\b")  # what closes a 'no X, Y, ...' list
 _BUT_SAME = re.compile(r"but (?:still |now |also )?(?:remains?|is|are|stays?|still)\b")  # 'X has decreased but remains enlarged'
 _TIP_OF = re.compile(r"\b(?:tip|end) of (?:the |a |an )?(?:[\w-]+ ){0,3}$")
+_TIP_AFTER = re.compile(r" (?:tips?|end)\b")  # 'the enteric tube tip is not seen'
 _OTHERWISE = re.compile(r" (?:is|are|remains?|appears?) otherwise (?:normal|unremarkable)\b")
 _HEAD_ONLY = re.compile(r"\s*(?:process(?:es)?|abnormalit(?:y|ies)|disease)\s*")  # 'infectious process| cannot be excluded'
 
@@ -397,7 +425,22 @@ def extract_mentions(text: str) -> list[Mention]:
     t = clean_text(text)
     mentions = [Mention(obs, m.start(), m.end(), m.group(0), m.lastgroup)
                 for obs, rx in _MENTION_RES.items() for m in rx.finditer(t) if m.lastgroup != "exclude"]
-    return _scope_mentions(t, mentions, merge_adjacent=True)
+    return _scope_mentions(t, _elided(t, mentions), merge_adjacent=True)
+
+_ELIDED = re.compile(r"[,;] (?:and |but |with )?(?:an? )?(?P<m>(?:small|trace|tiny|minimal|mild|moderate|large)(?: amount| one)? (?:on|at|in) the (?:left|right)\b)")
+
+def _elided(t: str, mentions: list[Mention]) -> list[Mention]:
+    "Mentions plus elided repeats: 'no effusion on the right, trace on the left' has a second effusion mention."
+    found = [m for m in mentions if m.observation not in ("Support Devices", OTHER_FINDING)]
+    if not found: return mentions
+    ends, starts, out = sorted(m.end for m in found), sorted(m.start for m in mentions), list(mentions)
+    for e in _ELIDED.finditer(t):
+        k = bisect_right(ends, e.start())
+        if not k: continue
+        last = ends[k - 1]  # the finding just before: same sentence, no other mention in between
+        if re.search(r"\.(?!\d)", t[last:e.start()]) or bisect_left(starts, last) < bisect_left(starts, e.start()): continue
+        out += [Mention(m.observation, e.start("m"), e.end("m"), e.group("m"), "definite") for m in found if m.end == last]
+    return out
 
 def scoped_phrases(text: str, pattern: re.Pattern,
                    observation_of=None,  # match text -> its observation ('Support Devices' marks devices); None: one for all
@@ -431,7 +474,8 @@ def _scope_mentions(t: str, mentions: list[Mention], merge_adjacent: bool = Fals
             flag, dirs = _SCOPES[cls]
             reach = [i for d, w, c in dirs for i in doc.scope(trig, d, w, c)]
         for i in reach:  # 'the tip of the PICC is not seen': the tip, not the catheter
-            if cls in ("neg_b", "unc_b") and doc.u_dev[i] and _TIP_OF.search(t, max(0, units[i][0] - 40), units[i][0]): continue
+            if cls in ("neg_b", "unc_b") and doc.u_dev[i] and (_TIP_OF.search(t, max(0, units[i][0] - 40), units[i][0])
+                                                             or _TIP_AFTER.match(t, units[i][1])): continue
             flags[i].setdefault(flag, t[trig[0]:trig[1]])
     for ui, u in enumerate(units):
         for j in u[2]: _decide(mentions[j], flags[ui], doc, ui)
