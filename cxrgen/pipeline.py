@@ -46,7 +46,7 @@ def run_notebook(name: str, output_dir: str | Path, parameters: dict, log_output
 
 # %% ../nbs/60_pipeline.ipynb #f4bdcfb7
 def inputs_fingerprint(*parts) -> str:
-    "A short SHA-1 of JSON-serialisable `parts` (paths and bytes hashed by content)."
+    "A short SHA-1 of JSON-serialisable `parts` (a Path is hashed by its file's content, a RunConfig by its fields)."
     import hashlib
     h = hashlib.sha1()
     for p in parts:
@@ -74,7 +74,7 @@ def claim_folder(folder: Path, fingerprint: str, stale_root: Path) -> Path:
 # %% ../nbs/60_pipeline.ipynb #90c0b722
 DEMO_STUDIES = 1200
 DEMO_EPOCHS = {1: 2, 2: 14}  # stage 1 only aligns the decoder to a random frozen encoder; stage 2 learns the images
-# (stage 2 for 8 epochs: CheXpert F1 0.588 on the test split; for 14: 0.649, about 3 minutes more on 2 cores)
+# (stage 2 for 8 epochs: CheXpert F1 0.588 on the test split; for 14: 0.649, about 2.5 minutes more on 2 cores)
 
 def demo_config(data_dir: Path, out_dir: Path, stage: int) -> RunConfig:
     "The demo preset pointed at the synthetic data and the demo folder."

@@ -391,8 +391,8 @@ _observation_of = lambda syn: "Support Devices" if _TERM_OF[syn][1] == "device" 
 def clinical_terms(text: str) -> set[str]:
     "The canonical lexicon terms of one report; negated findings/devices as `no_<term>` (the labeler's negation scopes)."
     from cxrgen.evaluation.labeler import clean_text, scoped_phrases
-    out = {_TERM_OF[m.group(0)][0] for m in _ANATOMY_RE.finditer(clean_text(text))}
     t = clean_text(text)
+    out = {_TERM_OF[m.group(0)][0] for m in _ANATOMY_RE.finditer(t)}
     for m in scoped_phrases(text, _SCOPED_RE, _observation_of):
         neg = m.label == 0.0 or (m.text == "intubated" and t.endswith("no longer ", 0, m.start))  # extubated
         out.add(("no_" if neg else "") + _TERM_OF[m.text][0])
