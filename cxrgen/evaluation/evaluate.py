@@ -20,7 +20,7 @@ import pandas as pd
 from ..config import RunConfig, csv_path, load_config, validate_config
 from ..core import (CHEXPERT5, CHEXPERT_LABELS, CxrgenError, atomic_write_bytes, atomic_write_json,
                          atomic_write_text, get_device, get_logger, seed_everything)
-from .metrics import (compute_metrics, label_slug, label_texts, meteor_available, tokenize_report)
+from .metrics import (compute_metrics, label_slug, label_texts, require_meteor, tokenize_report)
 
 # %% auto #0
 __all__ = ['log', 'CONVENTIONS', 'split_prefix', 'report_stats', 'score_reports', 'most_frequent_report',
@@ -268,9 +268,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
     if num_beams is not None: g.num_beams = int(num_beams)
     if max_new_tokens is not None: g.max_new_tokens = int(max_new_tokens)
     cfg = validate_config(cfg)
-    if meteor and not meteor_available():  # before minutes of generation, not after
-        raise CxrgenError("meteor=True needs Java on PATH and meteor-1.5.jar (install a JRE, e.g. `apt-get install "
-                          "default-jre`, and `pip install pycocoevalcap`, or set CXRGEN_METEOR_JAR); or leave METEOR off")
+    if meteor: require_meteor()  # before minutes of generation, not after
     out = Path(output_dir) if output_dir is not None else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt)
     seed_everything(seed)
     dev = get_device(device)

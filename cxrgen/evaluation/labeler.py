@@ -144,8 +144,7 @@ MENTIONS: dict[str, dict[str, str]] = {
     OTHER_FINDING: dict(
         definite=_alt(r"emphysema\w*", r"\bblunt\w*", r"densit(?:y|ies)", r"elevat(?:ion|ed)", r"eventration",
                       r"(?:dextro|levo|kypho)?scoliosis", r"degenerat\w*", r"(?<!non-)calcifi\w*", r"hyperinfla\w*",
-                      r"hyperexpan\w*",
-                      r"bronchospasm", r"asthma", r"hernia\w*", r"\bcopd\b", r"plaques?", r"osteophyt\w*",
+                      r"hyperexpan\w*", r"bronchospasm", r"asthma", r"hernia\w*", r"\bcopd\b", r"plaques?", r"osteophyt\w*",
                       r"aortic disease", r"bronchiolitis", r"airways? disease", r"thickening", r"aspiration",
                       r"bullae?\b", r"bullous", r"contusion", r"atherosclero\w*", r"osteopenia", r"metasta\w*",
                       r"granulom\w*", r"pneumomediastinum", r"mediastinal shift",
@@ -201,8 +200,7 @@ TRIGGERS: dict[str, str] = {
         r"(?:may|might|could|can) (?:also )?have (?:a |an |this |the )?(?:similar )?appearance"),
     "neg_b": _alt(
         r"(?:has|have|had|is|are|was|were|since|now|completely|entirely|also) (?:since |now |completely |entirely |also ){0,3}(?:resolved|cleared)",
-        r"(?:has |have |had )?(?:since |now |also ){0,3}been (?:removed|discontinued|resolved)",
-        r"(?:was |were |is |are )?removed",
+        r"(?:has |have |had )?(?:since |now |also ){0,3}been (?:removed|discontinued|resolved)", r"(?:was |were |is |are )?removed",
         rf"no longer {_W}?(?:seen|present|visualized|visible|evident|identified|demonstrated|noted|apparent|detected|there|appreciated)",
         r"(?:is|are|was|were) (?:now )?(?:gone|absent)",
         rf"not {_W}{{0,2}}?(?:seen|identified|visualized|visible|present|evident|demonstrated|noted|apparent|detected|enlarged|widened|dilated)",
@@ -211,18 +209,16 @@ TRIGGERS: dict[str, str] = {
         r"(?:has|have) (?:now |since )?re-?expanded", r"\bnone\b", r"negative\b(?! for)"),
     "neg_f": _alt(r"negative for", r"free of", r"clear of", r"rather than", r"rule out", r"r/o", r"to exclude",
                   r"\bexclude", r"(?:interval )?(?:resolution|removal|disappearance|absence|drainage|clearing) of",
-                  r"lack of",
-                  r"history of", r"without", r"w/o", r"\bno\b", r"\bnot\b", r"\bnor\b", r"\bneither\b", r"\babsent\b"),
+                  r"lack of", r"history of", r"without", r"w/o", r"\bno\b", r"\bnot\b", r"\bnor\b", r"\bneither\b",
+                  r"\babsent\b"),
     "neg_fb": _alt(r"(?:(?:at|within) (?:the )?)?upper limits? of normal", r"within normal limits",
                    r"(?:top|upper|high|low)[\s-]normal", r"\bnormal\b", r"\bunremarkable\b", r"\bresolved\b"),
-    "link": _alt(r"to (?:suggest|indicate|explain|account for)", r"that (?:would|might|could) (?:suggest|indicate)", r"concerning for", r"suspicious (?:for|of)",
-                 r"suggestive of", r"worrisome for"),
+    "link": _alt(r"to (?:suggest|indicate|explain|account for)", r"that (?:would|might|could) (?:suggest|indicate)",
+                 r"concerning for", r"suspicious (?:for|of)", r"suggestive of", r"worrisome for"),
     "unc_f": _alt(
         r"possibl[ey]", r"probable\b", r"possibility of", r"questionabl[ey]", r"question of", r"suspect(?:ed|s)?",
-        r"suspicious(?: for| of)?",
-        r"suspicion (?:for|of)", r"concern(?:ing)? (?:for|of)", r"worrisome(?: for)?", r"\bmay\b", r"\bmight\b",
-        r"\bcould\b",
-        r"suggest(?:s|ed|ive|ing|ion)?(?: of)?",
+        r"suspicious(?: for| of)?", r"suspicion (?:for|of)", r"concern(?:ing)? (?:for|of)", r"worrisome(?: for)?",
+        r"\bmay\b", r"\bmight\b", r"\bcould\b", r"suggest(?:s|ed|ive|ing|ion)?(?: of)?",
         r"differential (?:diagnosis )?(?:includes?|would include|of|considerations?)",
         r"differential\b[^.;]{0,60}?\binclud(?:es?|ing)\b",
         r"(?:evaluat(?:e|ion)|eval|assess(?:ment)?|check) (?:for\b|of\b(?! (?:the|this|these|that|known|previously)\b))",
@@ -427,6 +423,7 @@ def extract_mentions(text: str) -> list[Mention]:
                 for obs, rx in _MENTION_RES.items() for m in rx.finditer(t) if m.lastgroup != "exclude"]
     return _scope_mentions(t, _elided(t, mentions), merge_adjacent=True)
 
+_SENTENCE_END = re.compile(r"\.(?!\d)")
 _ELIDED = re.compile(r"[,;] (?:and |but |with )?(?:an? )?(?P<m>(?:small|trace|tiny|minimal|mild|moderate|large)(?: amount| one)? (?:on|at|in) the (?:left|right)\b)")
 
 def _elided(t: str, mentions: list[Mention]) -> list[Mention]:
@@ -438,7 +435,7 @@ def _elided(t: str, mentions: list[Mention]) -> list[Mention]:
         k = bisect_right(ends, e.start())
         if not k: continue
         last = ends[k - 1]  # the finding just before: same sentence, no other mention in between
-        if re.search(r"\.(?!\d)", t[last:e.start()]) or bisect_left(starts, last) < bisect_left(starts, e.start()): continue
+        if _SENTENCE_END.search(t, last, e.start()) or bisect_left(starts, last) < bisect_left(starts, e.start()): continue
         out += [Mention(m.observation, e.start("m"), e.end("m"), e.group("m"), "definite") for m in found if m.end == last]
     return out
 

@@ -21,10 +21,10 @@ from ..core import CHEXPERT5, CHEXPERT_LABELS, CxrgenError, get_logger
 
 # %% auto #0
 __all__ = ['log', 'OFFLINE_BERTSCORE_NAME', 'CLINICAL_TERMS', 'HF_METRICS', 'check_texts', 'tokenize_report', 'lcs_length',
-           'nlg_stats', 'meteor_jar', 'meteor_available', 'meteor_scores', 'nlg_metrics', 'offline_bertscore_model',
-           'resolve_bertscore_model', 'bertscore_per_study', 'bertscore', 'clinical_terms', 'clinical_terms_stats',
-           'clinical_terms_f1', 'label_slug', 'check_labels', 'binarize_labels', 'chexpert_stats', 'label_texts',
-           'chexpert_metrics', 'bootstrap_ci', 'compute_metrics', 'metric_path']
+           'nlg_stats', 'meteor_jar', 'meteor_available', 'require_meteor', 'meteor_scores', 'nlg_metrics',
+           'offline_bertscore_model', 'resolve_bertscore_model', 'bertscore_per_study', 'bertscore', 'clinical_terms',
+           'clinical_terms_stats', 'clinical_terms_f1', 'label_slug', 'check_labels', 'binarize_labels',
+           'chexpert_stats', 'label_texts', 'chexpert_metrics', 'bootstrap_ci', 'compute_metrics', 'metric_path']
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #27f816df
 log = get_logger("cxrgen.evaluation.metrics")
@@ -185,15 +185,21 @@ def meteor_available(jar: str | Path | None = None) -> bool:
     import shutil
     return shutil.which("java") is not None and meteor_jar(jar) is not None
 
-def meteor_scores(predictions, references, keep_punct: bool = False, jar: str | Path | None = None,
-                  memory: str = "2G") -> tuple[float, np.ndarray]:
-    "Corpus METEOR and per-study scores from the METEOR 1.5 jar, on `tokenize_report` text (as pycocoevalcap's Meteor)."
-    import shutil, subprocess
-    predictions, references = check_texts(predictions, references)
+def require_meteor(jar: str | Path | None = None) -> tuple[str, Path]:
+    "(java, jar) for METEOR, or a CxrgenError that says what to install."
+    import shutil
     java, path = shutil.which("java"), meteor_jar(jar)
     if java is None or path is None:
         raise CxrgenError("METEOR needs Java on PATH and meteor-1.5.jar (install a JRE, e.g. `apt-get install default-jre`, "
                           "and `pip install pycocoevalcap` or set CXRGEN_METEOR_JAR); or leave meteor off")
+    return java, path
+
+def meteor_scores(predictions, references, keep_punct: bool = False, jar: str | Path | None = None,
+                  memory: str = "2G") -> tuple[float, np.ndarray]:
+    "Corpus METEOR and per-study scores from the METEOR 1.5 jar, on `tokenize_report` text (as pycocoevalcap's Meteor)."
+    import subprocess
+    predictions, references = check_texts(predictions, references)
+    java, path = require_meteor(jar)
     clean = lambda t: " ".join(tokenize_report(t, keep_punct)).replace("|||", "").replace("  ", " ")
     proc = subprocess.Popen([java, "-jar", f"-Xmx{memory}", str(path), "-", "-", "-stdio", "-l", "en", "-norm"],
                             cwd=str(path.parent), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
