@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 
-.PHONY: install demo test check-sync nbtest pytest export clean-nbs bench lab
+.PHONY: install demo test check-sync nbtest pytest export clean-nbs bench lab readme-figures
 
 $(BIN)/.installed: settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ pytest: install
 export: install
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
 	$(BIN)/jupyter nbconvert --log-level ERROR --to markdown --stdout nbs/index.ipynb > README.md.tmp && mv README.md.tmp README.md
+
+# The README's pictures come from the demo's evaluation: refresh them after `make demo` when its figures change.
+readme-figures:
+	@test -f outputs/demo/eval/examples_test.png || { echo "run make demo first"; exit 1; }
+	mkdir -p nbs/images
+	cp outputs/demo/eval/examples_test.png nbs/images/demo_examples_test.png
+	cp outputs/demo/eval/per_label_f1_test.png nbs/images/demo_per_label_f1_test.png
 
 bench: install
 	for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

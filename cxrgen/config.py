@@ -16,9 +16,9 @@ from typing import Any, Optional
 from .core import CxrgenError, atomic_write_json
 
 # %% auto #0
-__all__ = ['PRESETS', 'ConfigError', 'DataConfig', 'ModelConfig', 'TrainConfig', 'GenerationConfig', 'RunConfig',
-           'validate_config', 'config_from_dict', 'get_preset', 'parse_overrides', 'apply_overrides', 'load_config',
-           'save_config', 'resolve_path', 'csv_path', 'run_dir']
+__all__ = ['LEGACY_MODEL_FIELDS', 'PRESETS', 'ConfigError', 'DataConfig', 'ModelConfig', 'TrainConfig', 'GenerationConfig',
+           'RunConfig', 'validate_config', 'config_from_dict', 'with_legacy_fields', 'get_preset', 'parse_overrides',
+           'apply_overrides', 'load_config', 'save_config', 'resolve_path', 'csv_path', 'run_dir']
 
 # %% ../nbs/01_config.ipynb #5367ade2
 class ConfigError(CxrgenError, ValueError):
@@ -46,6 +46,7 @@ class DataConfig:
     num_workers: int = 2  # DataLoader workers (0: load in the main process)
     max_train_samples: Optional[int] = None  # cap per split, for smoke runs
     max_eval_samples: Optional[int] = None  # cap for validate/test
+    label_source: str = "report"  # targets of the findings classifier: report (cxrgen's labeler on the target text, as the metrics read it) | csv (the CSV's 14 label columns)
 
 @dataclass
 class ModelConfig:
@@ -61,7 +62,11 @@ class ModelConfig:
     decoder: str = "gpt2"  # causal LM name or folder (gpt2, distilgpt2, microsoft/biogpt)
     decoder_config: Optional[dict] = None  # build the decoder from this config (random init) instead
     gradient_checkpointing: bool = False  # trade compute for memory in encoder and decoder
-    aux_label_weight: float = 0.0  # weight of an auxiliary CheXpert-label loss on the pooled image features (0: off)
+    aux_label_weight: float = 1.0  # weight of the findings classifier's loss (14 CheXpert labels from the image; 0: no classifier)
+    classifier: str = "attention"  # findings classifier: attention (one attention pooling of the patch tokens per label) | linear (on mean-pooled tokens)
+    conditioning: str = "labels"  # labels: the classifier's findings prompt the decoder (14 soft tokens after the image prefix) | none
+    label_threshold: float = 0.5  # classifier probability at which a finding counts as present
+    teacher_forcing: float = 0.5  # training: share of samples whose prompt holds the true labels (the rest get the classifier's own)
 
 @dataclass
 class TrainConfig:
@@ -119,6 +124,9 @@ class RunConfig:
 _CHOICES = {
     "data.section": ("findings", "impression", "findings_impression"),
     "model.mapping": ("linear", "mlp", "resampler"),
+    "model.classifier": ("attention", "linear"),
+    "model.conditioning": ("labels", "none"),
+    "data.label_source": ("report", "csv"),
     "train.stage": (1, 2),
     "train.precision": ("auto", "no", "bf16", "fp16"),
     "train.nan_policy": ("stop", "skip"),
@@ -156,6 +164,12 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     if not d.views or bad_views: errs.append(f"data.views={d.views!r}: a non-empty list of MIMIC-CXR ViewPosition values {list(_VALID_VIEWS)}")
     if not 0 < g.top_p <= 1: errs.append(f"generation.top_p={g.top_p!r}: must be in (0, 1]")
     if g.repetition_penalty <= 0: errs.append(f"generation.repetition_penalty={g.repetition_penalty!r}: must be > 0")
+    m = cfg.model
+    if not 0 < m.label_threshold < 1: errs.append(f"model.label_threshold={m.label_threshold!r}: must be in (0, 1)")
+    if not 0 <= m.teacher_forcing <= 1: errs.append(f"model.teacher_forcing={m.teacher_forcing!r}: must be in [0, 1]")
+    if m.conditioning != "none" and not m.aux_label_weight > 0:
+        errs.append(f"model.conditioning={m.conditioning!r} needs a trained findings classifier: set model.aux_label_weight > 0 "
+                    "(or model.conditioning=none)")
     if t.freeze_decoder and t.stage != 1: errs.append("train.freeze_decoder=True: only valid with train.stage=1")
     if errs: raise ConfigError("Invalid configuration:\n  " + "\n  ".join(errs))
     return cfg
@@ -218,6 +232,16 @@ def config_from_dict(d: dict) -> RunConfig:
     kw = {g: _build(cls, d.pop(g), g) for g, cls in _GROUPS.items() if g in d}
     kw.update({k: str(v) for k, v in d.items()})
     return validate_config(RunConfig(**kw))
+
+# %% ../nbs/01_config.ipynb #745cab8c
+# Model fields added after checkpoints were first written, with the value that rebuilds the older model:
+# a saved config without them is read as it was meant when it was written.
+LEGACY_MODEL_FIELDS = {"classifier": "linear", "conditioning": "none"}
+
+def with_legacy_fields(d: dict) -> dict:
+    "A saved run config (or its `model` group, when `d` has no `model` key) with `LEGACY_MODEL_FIELDS` filled in where absent."
+    if "model" in d and isinstance(d["model"], dict): return {**d, "model": with_legacy_fields(d["model"])}
+    return {**LEGACY_MODEL_FIELDS, **d}
 
 # %% ../nbs/01_config.ipynb #f07bea0c
 def _preset_dicts() -> dict:

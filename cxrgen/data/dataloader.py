@@ -107,7 +107,8 @@ class ReportDataset(Dataset):
     def __init__(self, df: pd.DataFrame, image_root: str | Path, tokenizer, transform, section: str = "findings",
                  max_length: int = 128, study_level: bool = False, max_views: int = 2, lowercase: bool = True,
                  cache_dir: str | Path | None = None, cache_size: int | None = None,
-                 max_samples: int | None = None, seed: int = 0):
+                 max_samples: int | None = None, seed: int = 0,
+                 label_fn=None):  # texts -> DataFrame of the 14 CheXpert labels: the targets read from each sample's report instead of the CSV's columns
         _check_columns(df, section)
         if transform is None: raise CxrgenError("ReportDataset needs a transform: build one with build_transforms(...)")
         if (cache_dir is None) != (cache_size is None): raise CxrgenError("pass both cache_dir and cache_size, or neither")
@@ -129,8 +130,16 @@ class ReportDataset(Dataset):
         self._ids = _Ragged(encode_reports(refs, tokenizer, max_length), dtype=np.int32)
         self._refs = _StrList(refs)
         self._paths, self._dicom, self._views = _StrList(df["image_path"]), _StrList(df["dicom_id"]), _StrList(views)
-        # the study's CheXpert labels (1/0/-1/NaN) when the CSV has them: targets of the optional auxiliary loss
-        self._labels = df[CHEXPERT_LABELS].to_numpy(np.float32) if set(CHEXPERT_LABELS) <= set(df.columns) else None
+        # each sample's CheXpert labels (1/0/-1/NaN), targets of the findings classifier: read from its target text by
+        # `label_fn` (each distinct text once), else the CSV's columns of its first row, else none
+        if label_fn is not None:
+            uniq = list(dict.fromkeys(refs))
+            lab = label_fn(uniq)[CHEXPERT_LABELS].to_numpy(np.float32)
+            pos = {t: k for k, t in enumerate(uniq)}
+            self._labels = lab[[pos[t] for t in refs]] if refs else np.zeros((0, len(CHEXPERT_LABELS)), np.float32)
+        elif set(CHEXPERT_LABELS) <= set(df.columns):
+            self._labels = df[CHEXPERT_LABELS].to_numpy(np.float32)[[it[0] for it in items]]
+        else: self._labels = None
         sid = df["study_id"]
         self._study = sid.to_numpy(np.int64) if pd.api.types.is_integer_dtype(sid) else _StrList(sid)
 
@@ -139,6 +148,10 @@ class ReportDataset(Dataset):
     def reference(self, i: int) -> str:
         "The target text of sample `i` (lower-cased when the dataset lower-cases)."
         return self._refs[i]
+
+    def image_files(self, i: int) -> list[Path]:
+        "The files read for sample `i` (its views in order)."
+        return [self.image_file(r) for r in self._items[i].tolist()]
 
     def image_file(self, row: int) -> Path:
         "The file read for CSV row `row`: its cached copy when the cache has it, else the original."
@@ -165,7 +178,7 @@ class ReportDataset(Dataset):
                "dicom_id": [self._dicom[r] for r in rows], "view_position": [self._views[r] for r in rows],
                "reference": self._refs[i]}
         if not self.study_level: out["dicom_id"], out["view_position"] = out["dicom_id"][0], out["view_position"][0]
-        if self._labels is not None: out["chexpert_labels"] = torch.from_numpy(self._labels[rows[0]])
+        if self._labels is not None: out["chexpert_labels"] = torch.from_numpy(self._labels[i])
         return out
 
 # %% ../../nbs/06_data.dataloader.ipynb #5c09a0dd
@@ -257,7 +270,8 @@ def prepare_image_cache(cfg: RunConfig, splits=None, num_workers: int | None = N
                              num_workers=num_workers, progress=progress)
 
 def build_dataloaders(cfg: RunConfig, tokenizer, splits=("train", "validate", "test"), mean=IMAGENET_MEAN,
-                      std=IMAGENET_STD, in_chans: int = 3) -> dict:
+                      std=IMAGENET_STD, in_chans: int = 3,
+                      label_fn=None) -> dict:  # texts -> 14 label columns: classifier targets read from the reports (see ReportDataset)
     "One DataLoader per split from `cfg.data` (CSV, cache, transforms) and `cfg.train` (batch size, seed)."
     log, d = get_logger("cxrgen.data.dataloader"), cfg.data
     path = csv_path(cfg)
@@ -286,7 +300,8 @@ def build_dataloaders(cfg: RunConfig, tokenizer, splits=("train", "validate", "t
                            section=d.section, max_length=d.max_length, study_level=d.study_level,
                            max_views=d.max_views, lowercase=d.lowercase,
                            cache_dir=cache if cached else None, cache_size=d.cache_size if cached else None,
-                           max_samples=d.max_train_samples if train else d.max_eval_samples, seed=cfg.train.seed)
+                           max_samples=d.max_train_samples if train else d.max_eval_samples, seed=cfg.train.seed,
+                           label_fn=label_fn)
         out[split] = DataLoader(ds, batch_size=cfg.train.batch_size, sampler=ResumableSampler(ds, shuffle=train, seed=cfg.train.seed, keyed=train and d.augment),
                                 collate_fn=ReportCollator(tokenizer), num_workers=d.num_workers,
                                 worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(cfg.train.seed),

@@ -9,6 +9,7 @@ import dataclasses
 import datetime
 import io
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,12 +21,14 @@ import pandas as pd
 from ..config import RunConfig, csv_path, load_config, validate_config
 from ..core import (CHEXPERT5, CHEXPERT_LABELS, CxrgenError, atomic_write_bytes, atomic_write_json,
                          atomic_write_text, get_device, get_logger, seed_everything)
-from .metrics import (compute_metrics, label_slug, label_texts, require_meteor, tokenize_report)
+from .metrics import (binarize_labels, compute_metrics, label_metrics, label_slug, label_texts, require_meteor,
+                                       tokenize_report)
 
 # %% auto #0
-__all__ = ['log', 'CONVENTIONS', 'split_prefix', 'report_stats', 'score_reports', 'most_frequent_report',
+__all__ = ['log', 'CONVENTIONS', 'split_prefix', 'report_sentences', 'report_stats', 'score_reports', 'most_frequent_report',
            'nearest_neighbour_reports', 'generate_split', 'encode_split', 'plot_per_label_f1', 'plot_lengths',
-           'plot_label_confusion', 'checkpoint_config', 'evaluate_checkpoint', 'smoke_checkpoint', 'format_results']
+           'pick_examples', 'plot_examples', 'plot_label_confusion', 'checkpoint_config', 'evaluate_checkpoint',
+           'smoke_checkpoint', 'format_results', 'prompt_following']
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #8dc7b424
 log = get_logger("cxrgen.evaluation.evaluate")
@@ -39,16 +42,25 @@ def split_prefix(split: str) -> str:
     return _SPLIT_PREFIX[split]
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #cb8f7ff1
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|[.!?]$")
+
+def report_sentences(text: str) -> list[str]:
+    "A report's sentences, each normalised as the metrics tokenise (lower case, punctuation dropped); empty ones skipped."
+    return [s for s in (" ".join(tokenize_report(p)) for p in _SENTENCE_END.split(str(text or ""))) if s]
+
 def report_stats(generated: Sequence[str], references: Sequence[str], train_reports: Sequence[str] | None = None) -> dict:
-    "Length and diversity statistics: mean words, distinct-report share, share copied verbatim from `train_reports`."
+    "Length and diversity: mean words, distinct reports (share and count), and, given `train_reports`, the share of reports and of sentences found verbatim there."
     norm = lambda t: " ".join(tokenize_report(t))
     g = [norm(t) for t in generated]
     out = {"gen_words_mean": float(np.mean([len(t.split()) for t in g])),
            "ref_words_mean": float(np.mean([len(tokenize_report(t)) for t in references])),
-           "distinct_reports": len(set(g)) / len(g)}
+           "distinct_reports": len(set(g)) / len(g), "distinct_reports_n": len(set(g))}
     if train_reports is not None:
         bank = {norm(t) for t in train_reports}
         out["copied_from_train"] = float(np.mean([t in bank for t in g]))
+        sent_bank = {s for t in train_reports for s in report_sentences(t)}
+        sents = [s for t in generated for s in report_sentences(t)]
+        out["train_sentence_share"] = float(np.mean([s in sent_bank for s in sents])) if sents else 0.0
     return out
 
 def score_reports(generated: Sequence[str], references: Sequence[str], train_reports: Sequence[str] | None = None,
@@ -79,23 +91,12 @@ def nearest_neighbour_reports(query_feats: np.ndarray, bank_feats: np.ndarray, b
     return [bank_reports[i] for i in idx], idx
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #65dffb43
-def _pooled_features(model, pixel_values, view_mask=None):
-    "Mean-pooled encoder tokens per sample (views averaged under `view_mask`): (B, C) float32 numpy."
-    import torch
-    if pixel_values.ndim == 5:
-        B, V = pixel_values.shape[:2]
-        f = model.encoder(pixel_values.flatten(0, 1)).float().mean(1).view(B, V, -1)
-        w = (view_mask if view_mask is not None else torch.ones(B, V, dtype=torch.bool, device=f.device)).float()
-        f = (f * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1)
-    else: f = model.encoder(pixel_values).float().mean(1)
-    return f.cpu().numpy()
-
 def _ids(x) -> str: return ";".join(map(str, x)) if isinstance(x, (list, tuple)) else str(x)
 
 def generate_split(model, loader, gen: dict | None = None, features: bool = True, progress: bool = True) -> dict:
-    "Generate reports for every batch of `loader`: dict of study_id, dicom_id, reference, generated (lists) and features (n, C)."
+    "Generate reports for every batch of `loader`: dict of study_id, dicom_id, reference, generated (lists), features (n, C) and the classifier's probabilities (n, 14) (None without one)."
     import torch
-    out = {"study_id": [], "dicom_id": [], "reference": [], "generated": [], "features": []}
+    out = {"study_id": [], "dicom_id": [], "reference": [], "generated": [], "features": [], "probs": []}
     dev = model.device
     t0, n_done = time.perf_counter(), 0
     with torch.no_grad():
@@ -104,13 +105,17 @@ def generate_split(model, loader, gen: dict | None = None, features: bool = True
             vm = b.get("view_mask")
             vm = vm.to(dev) if vm is not None else None
             if gen is not None: out["generated"] += model.generate_reports(pv, view_mask=vm, **gen)
-            if features: out["features"].append(_pooled_features(model, pv, vm))
+            if features:
+                pooled, probs = model.image_summary(pv, vm)  # one encoder pass: retrieval features and the classifier's reading
+                out["features"].append(pooled.cpu().numpy())
+                if probs is not None: out["probs"].append(probs.cpu().numpy())
             out["study_id"] += [str(s) for s in b["study_id"]]; out["dicom_id"] += [_ids(d) for d in b["dicom_id"]]
             out["reference"] += list(b["reference"])
             n_done += len(b["reference"])
             if progress and (i + 1) % 20 == 0:
                 log.info(f"{n_done} studies in {time.perf_counter() - t0:.0f} s")
     out["features"] = np.concatenate(out["features"]) if out["features"] else np.zeros((len(out["reference"]), 0), np.float32)
+    out["probs"] = np.concatenate(out["probs"]) if out["probs"] else None
     return out
 
 def encode_split(model, loader, progress: bool = True) -> dict:
@@ -118,10 +123,10 @@ def encode_split(model, loader, progress: bool = True) -> dict:
     return generate_split(model, loader, gen=None, features=True, progress=progress)
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #8bdefa29
-def _save_fig(fig, path: Path) -> Path:
+def _save_fig(fig, path: Path, dpi: int = 110) -> Path:
     import matplotlib.pyplot as plt
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
@@ -164,6 +169,55 @@ def plot_lengths(texts: dict, path: Path) -> Path:
                  bins=min(40, max(5, df.words.nunique())))
     ax.set_title("Report length (words)")
     return _save_fig(fig, path)
+
+def pick_examples(ref_labels: pd.DataFrame, n: int = 4) -> list[int]:
+    "Rows to show: the first normal study, then each next study that adds a positive finding not yet shown (uncertain as positive)."
+    pos, nf = binarize_labels(ref_labels, "upos"), CHEXPERT_LABELS.index("No Finding")
+    picks = [i for i in range(len(pos)) if pos[i, nf]][:1]
+    seen: set = set()
+    for i in range(len(pos)):
+        new = set(np.flatnonzero(pos[i])) - {nf} - seen
+        if new and i not in picks: picks.append(i); seen |= new
+        if len(picks) >= n: break
+    return picks
+
+def _label_marks(ref: pd.Series, gen: pd.Series) -> list[tuple[str, str]]:
+    "(text, colour) per observation positive in either report: agreed green, written but not in the reference red, missed orange."
+    r, g = binarize_labels(ref.to_frame().T, "upos")[0], binarize_labels(gen.to_frame().T, "upos")[0]
+    marks = []
+    for k, lab in enumerate(CHEXPERT_LABELS):
+        if r[k] and g[k]: marks.append((f"✓ {lab}", "#1a7f37"))
+        elif g[k]: marks.append((f"+ {lab} (not in reference)", "#cf222e"))
+        elif r[k]: marks.append((f"− {lab} (missed)", "#bc4c00"))
+    return marks
+
+def plot_examples(images: Sequence, references: Sequence[str], generated: Sequence[str], ref_labels: pd.DataFrame,
+                  gen_labels: pd.DataFrame, path: Path, width: int = 78) -> Path:
+    "One row per study: the radiograph, the generated report above the reference, and the CheXpert labels they agree and disagree on."
+    import textwrap
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    n = len(images)
+    fig, axes = plt.subplots(n, 2, figsize=(11, 2.9 * n), gridspec_kw={"width_ratios": [1, 3.2]}, squeeze=False)
+    for i in range(n):
+        ax_im, ax_tx = axes[i]
+        ax_im.imshow(Image.open(images[i]).convert("L"), cmap="gray"); ax_im.axis("off")
+        ax_tx.axis("off")
+        wrap = lambda t: "\n".join(textwrap.wrap(t, width)) or "(empty)"
+        y = 1.0
+        for head, text in (("generated", generated[i]), ("reference", references[i])):
+            body = wrap(text)
+            ax_tx.text(0, y, head, fontsize=8.5, fontweight="bold", va="top", transform=ax_tx.transAxes)
+            ax_tx.text(0.12, y, body, fontsize=8.5, va="top", family="monospace", transform=ax_tx.transAxes)
+            y -= 0.06 * (body.count("\n") + 1) + 0.05
+        x = 0.0
+        for text, colour in _label_marks(ref_labels.iloc[i], gen_labels.iloc[i]):
+            if x + 0.0085 * len(text) > 1.0: x, y = 0.0, y - 0.07
+            ax_tx.text(x, y, text, fontsize=8, color=colour, va="top", transform=ax_tx.transAxes)
+            x += 0.0085 * len(text) + 0.03
+    fig.tight_layout()
+    return _save_fig(fig, path, dpi=80)
 
 def plot_label_confusion(gen_labels: pd.DataFrame, ref_labels: pd.DataFrame, path: Path, uncertain: str = "upos") -> Path:
     "One 2×2 heatmap per CheXpert label: reference (rows) vs generated (columns), counts of studies."
@@ -312,6 +366,11 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
         scores[k] = score_reports(texts, res["reference"], train_reports=train_reports, gen_labels=labels[k],
                                   ref_labels=ref_labels, bootstrap=bootstrap, bertscore=bertscore, meteor=meteor,
                                   n_boot=n_boot, seed=seed)
+    cls_labels = None
+    if res["probs"] is not None and have_labeler:  # the image-only classifier's row: its findings as label vectors
+        thr = model.model_config.label_threshold
+        cls_labels = pd.DataFrame(np.where(res["probs"] >= thr, 1.0, np.nan), columns=list(CHEXPERT_LABELS))
+        scores["image_classifier"] = label_metrics(cls_labels, ref_labels, bootstrap=bootstrap, n_boot=n_boot, seed=seed)
     pre = lambda d: {f"{prefix}_{k}": v for k, v in d.items()}
     conventions = dict(CONVENTIONS)
     if bertscore: conventions["bertscore"] = {k: scores["model"][k] for k in ("bertscore_model", "bertscore_num_layers", "bertscore_rescaled")}
@@ -322,7 +381,11 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
                                           "study_level": cfg.data.study_level, "eval_per_study": cfg.data.eval_per_study,
                                           "max_samples": cfg.data.max_eval_samples},
               "conventions": conventions, "metrics": pre(scores["model"]),
-              "baselines": {k: {**base_info.get(k, {}), "metrics": pre(v)} for k, v in scores.items() if k != "model"}}
+              "baselines": {k: {**base_info.get(k, {}), "metrics": pre(v)} for k, v in scores.items() if k in systems_text and k != "model"}}
+    if cls_labels is not None:
+        result["classifier"] = {"threshold": thr, "metrics": pre(scores["image_classifier"]),
+                                "convention": "the findings classifier's probabilities >= threshold are positive (1), the rest blank; "
+                                              "scored against the reference labels like the reports"}
     files = {"metrics": out / f"metrics_{split_name}.json", "reports": out / f"reports_{split_name}.csv"}
     rep = pd.DataFrame({"study_id": res["study_id"], "dicom_id": res["dicom_id"], "reference": res["reference"],
                         "generated": res["generated"]})
@@ -330,11 +393,17 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
     if have_labeler:
         for lab in CHEXPERT_LABELS: rep[f"ref_{lab}"] = ref_labels[lab].to_numpy()
         for lab in CHEXPERT_LABELS: rep[f"gen_{lab}"] = labels["model"][lab].to_numpy()
+    if res["probs"] is not None:
+        for j, lab in enumerate(CHEXPERT_LABELS): rep[f"prob_{lab}"] = res["probs"][:, j].round(4)
     atomic_write_text(files["reports"], rep.to_csv(index=False))
     if plots:
         if have_labeler:
             files["per_label_f1"] = plot_per_label_f1(scores, out / f"per_label_f1_{split_name}.png")
             files["confusion"] = plot_label_confusion(labels["model"], ref_labels, out / f"confusion_{split_name}.png")
+            picks = pick_examples(ref_labels)
+            files["examples"] = plot_examples([loader.dataset.image_files(i)[0] for i in picks], [res["reference"][i] for i in picks],
+                                              [res["generated"][i] for i in picks], ref_labels.iloc[picks], labels["model"].iloc[picks],
+                                              out / f"examples_{split_name}.png")
         files["lengths"] = plot_lengths({"reference": res["reference"], **{k: v for k, v in systems_text.items()
                                                                              if k != "constant_report"}},
                                         out / f"lengths_{split_name}.png")
@@ -398,11 +467,42 @@ _HEADLINE = [("CheXpert F1 micro14 u+", "chexpert_f1_micro14_upos"), ("F1 micro5
              ("terms F1", "clinical_terms_f1"), ("BLEU-4", "bleu_4"), ("ROUGE-L", "rouge_l")]
 
 def format_results(result: dict) -> str:
-    "A text table of the headline metrics of an `evaluate_checkpoint` result: the model, then each baseline."
+    "A text table of the headline metrics of an `evaluate_checkpoint` result: the model, each baseline, the image-only classifier."
     p = split_prefix(result["split"])
     rows = [("model", result["metrics"])] + [(_BASELINE_NAMES.get(k, k), b["metrics"]) for k, b in result.get("baselines", {}).items()]
+    if "classifier" in result: rows.append(("image-only classifier (labels)", result["classifier"]["metrics"]))
     fmt = lambda m, k: f"{m[f'{p}_{k}']:.3f}" if isinstance(m.get(f"{p}_{k}"), (int, float)) else "n/a"
     lines = [f"{result['split']} split, {result['n_studies']} studies".ljust(32) + "".join(f"{h:>24s}" if i == 0 else f"{h:>14s}" for i, (h, _) in enumerate(_HEADLINE))]
     for name, m in rows:
         lines.append(f"{name:32s}" + "".join(f"{fmt(m, k):>24s}" if i == 0 else f"{fmt(m, k):>14s}" for i, (_, k) in enumerate(_HEADLINE)))
     return "\n".join(lines)
+
+# %% ../../nbs/32_evaluation.evaluate.ipynb #9f011002
+def prompt_following(model, loader, n_studies: int = 20, gen: dict | None = None) -> dict:
+    "Per observation, the share of single-finding flips of the prompt that the report follows, and the share that leave the other 13 as they were."
+    import torch
+    if getattr(model, "findings_prompt", None) is None: raise CxrgenError("prompt_following needs a model with model.conditioning='labels'")
+    gen = {"max_new_tokens": 80, **(gen or {})}
+    px, vms = [], []
+    for b in loader:
+        px.append(b["pixel_values"]); vms.append(b.get("view_mask"))
+        if sum(len(x) for x in px) >= n_studies: break
+    pv = torch.cat(px)[:n_studies].to(model.device)
+    vm = torch.cat(vms)[:n_studies].to(model.device) if vms[0] is not None else None
+    base = model.findings_from_logits(model.classify(model.encode_images(pv, vm), vm))
+    K = len(CHEXPERT_LABELS)
+    texts = model.generate_reports(pv, view_mask=vm, findings=base, **gen)
+    flips = []
+    for k in range(K):
+        f = base.clone(); f[:, k] = 1 - f[:, k]
+        flips.append(model.generate_reports(pv, view_mask=vm, findings=f, **gen))
+    lab = lambda ts: binarize_labels(_label_unique(ts), "upos")
+    before = lab(texts)
+    out = {}
+    for k, name in enumerate(CHEXPERT_LABELS):
+        after, want = lab(flips[k]), (1 - base[:, k]).bool().cpu().numpy()
+        others = [j for j in range(K) if j != k]
+        out[name] = {"followed": float((after[:, k] == want).mean()),
+                     "kept": float((after[:, others] == before[:, others]).all(1).mean())}
+    out["mean"] = {m: float(np.mean([out[n][m] for n in CHEXPERT_LABELS])) for m in ("followed", "kept")}
+    return out

@@ -24,7 +24,8 @@ __all__ = ['log', 'OFFLINE_BERTSCORE_NAME', 'CLINICAL_TERMS', 'HF_METRICS', 'che
            'nlg_stats', 'meteor_jar', 'meteor_available', 'require_meteor', 'meteor_scores', 'nlg_metrics',
            'offline_bertscore_model', 'resolve_bertscore_model', 'bertscore_per_study', 'bertscore', 'clinical_terms',
            'clinical_terms_stats', 'clinical_terms_f1', 'label_slug', 'check_labels', 'binarize_labels',
-           'chexpert_stats', 'label_texts', 'chexpert_metrics', 'bootstrap_ci', 'compute_metrics', 'metric_path']
+           'chexpert_stats', 'label_texts', 'chexpert_metrics', 'bootstrap_ci', 'compute_metrics', 'label_metrics',
+           'metric_path']
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #27f816df
 log = get_logger("cxrgen.evaluation.metrics")
@@ -592,6 +593,20 @@ def compute_metrics(predictions: Sequence[str], references: Sequence[str], boots
         for st, red in families:
             for k, (lo, hi) in bootstrap_ci(st, red, n_boot=n_boot, seed=seed, alpha=alpha).items():
                 out[f"{k}_ci_low"], out[f"{k}_ci_high"] = lo, hi
+    return out
+
+# %% ../../nbs/31_evaluation.metrics.ipynb #1abe1002
+def label_metrics(pred_labels: pd.DataFrame, ref_labels: pd.DataFrame, bootstrap: bool = False, n_boot: int = 1000,
+                  seed: int = 0, alpha: float = 0.05) -> dict:
+    "CheXpert metrics of predicted label vectors (e.g. an image classifier's) against reference labels, with the reports' conventions."
+    if len(pred_labels) != len(ref_labels): raise CxrgenError(f"label frames have {len(pred_labels)} and {len(ref_labels)} rows")
+    st = chexpert_stats(pred_labels, ref_labels)
+    n = len(pred_labels)
+    out = {k: float(v) for k, v in _chexpert_reduce({k: v.sum(0) for k, v in st.items()}, n).items()}
+    out["n_studies"] = n
+    if bootstrap:
+        for k, (lo, hi) in bootstrap_ci(st, _chexpert_reduce, n_boot=n_boot, seed=seed, alpha=alpha).items():
+            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = lo, hi
     return out
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #ec58c0a2

@@ -23,7 +23,7 @@ from torch import nn
 from fastcore.basics import patch
 from transformers.utils import ModelOutput
 
-from ..config import ModelConfig
+from ..config import ModelConfig, with_legacy_fields
 from ..data.reports import _auto_tokenizer, _save_tokenizer
 from ..core import CHEXPERT_LABELS, CxrgenError, atomic_write_json, get_logger, mkstemp_like_open
 from .language_decoder import decoder_from_config, load_decoder, position_limit, set_special_tokens
@@ -31,7 +31,7 @@ from .mapping_network import MappingNetwork
 from .vision_encoder import VisionEncoder, check_state_dict
 
 # %% auto #0
-__all__ = ['ReportGeneratorOutput', 'label_targets', 'mask_positions', 'ReportGenerator']
+__all__ = ['ReportGeneratorOutput', 'label_targets', 'FindingsClassifier', 'FindingsPrompt', 'mask_positions', 'ReportGenerator']
 
 # %% ../../nbs/13_models.report_generator.ipynb #0fc346b9
 @dataclass
@@ -47,6 +47,33 @@ class ReportGeneratorOutput(ModelOutput):
 def label_targets(labels: torch.Tensor) -> torch.Tensor:
     "CheXpert labels 1/0/-1/NaN -> binary targets (U-Ones: uncertain counts as positive, blank as negative)."
     return ((labels == 1) | (labels == -1)).float()
+
+class FindingsClassifier(nn.Module):
+    "The 14 CheXpert observations from patch tokens: one softmax attention pooling per observation, then a linear score."
+    def __init__(self, in_dim: int, n_labels: int = len(CHEXPERT_LABELS)):
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim)
+        self.attn = nn.Linear(in_dim, n_labels)  # where each observation looks
+        self.score = nn.Linear(in_dim, n_labels)  # what it sees there
+
+    def forward(self, tokens: torch.Tensor,  # (B, N, C) patch tokens
+                mask: torch.Tensor | None = None,  # (B, N) bool, False on padded views' tokens
+                ) -> torch.Tensor:  # (B, n_labels) logits
+        x = self.norm(tokens)
+        a = self.attn(x)
+        if mask is not None: a = a.masked_fill(~mask.bool().unsqueeze(-1), float("-inf"))
+        pooled = torch.einsum("bnk,bnc->bkc", a.softmax(1), x)  # (B, K, C): one summary per observation
+        return (pooled * self.score.weight).sum(-1) + self.score.bias
+
+class FindingsPrompt(nn.Module):
+    "Findings (B, 14) in [0, 1] -> 14 decoder prompt tokens: per observation, its 'absent' and 'present' embeddings mixed by the value."
+    def __init__(self, dim: int, n_labels: int = len(CHEXPERT_LABELS)):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(n_labels, 2, dim) * 0.02)
+
+    def forward(self, findings: torch.Tensor) -> torch.Tensor:
+        f = findings.to(self.table.dtype).unsqueeze(-1)  # (B, K, 1)
+        return (1 - f) * self.table[:, 0] + f * self.table[:, 1]
 
 # %% ../../nbs/13_models.report_generator.ipynb #9da6923b
 _WEIGHTS, _CONFIG = "model.safetensors", "config.json"
@@ -69,9 +96,15 @@ class ReportGenerator(nn.Module):
         self.encoder, self.mapping, self.decoder, self.tokenizer = encoder, mapping, decoder, tokenizer
         self.model_config = model_config or ModelConfig(encoder=encoder.name, pretrained=False)
         self.max_views, self.image_size = max_views, image_size
-        self.aux_label_weight = float(getattr(self.model_config, "aux_label_weight", 0.0) or 0.0)
-        # auxiliary multi-label head on the pooled image tokens (only built when the loss is on)
-        self.label_head = nn.Linear(encoder.num_features, len(CHEXPERT_LABELS)) if self.aux_label_weight > 0 else None
+        mc = self.model_config
+        self.aux_label_weight = float(getattr(mc, "aux_label_weight", 0.0) or 0.0)
+        conditioned = getattr(mc, "conditioning", "none") != "none"
+        # the findings classifier: built when its loss is on or the prompt needs it (config validation ties the two)
+        C, K = encoder.num_features, len(CHEXPERT_LABELS)
+        if self.aux_label_weight > 0 or conditioned:
+            self.label_head = nn.Linear(C, K) if getattr(mc, "classifier", "linear") == "linear" else FindingsClassifier(C, K)
+        else: self.label_head = None
+        self.findings_prompt = FindingsPrompt(decoder.get_input_embeddings().embedding_dim, K) if conditioned else None
         self._pos_ids = _accepts(decoder.forward, "position_ids")
         self._keep = _accepts(decoder.forward, "logits_to_keep")
 
@@ -88,7 +121,7 @@ class ReportGenerator(nn.Module):
                             gradient_checkpointing=c.gradient_checkpointing, **(c.encoder_kwargs or {}))
         n_patch = enc.num_tokens(image_size)
         probe = MappingNetwork(c.mapping, 1, 8, c.num_query_tokens, 1)  # only for the prefix length
-        prefix = probe.num_tokens(n_patch, max_views)
+        prefix = probe.num_tokens(n_patch, max_views) + (len(CHEXPERT_LABELS) if c.conditioning != "none" else 0)
         if c.decoder_config: dec = decoder_from_config(c.decoder_config, tokenizer, min_positions=prefix + max_length)
         else: dec = load_decoder(c.decoder, tokenizer)
         if c.gradient_checkpointing: dec.gradient_checkpointing_enable()
@@ -115,28 +148,79 @@ class ReportGenerator(nn.Module):
 
 # %% ../../nbs/13_models.report_generator.ipynb #c611356d
 @patch
-def encode(self: ReportGenerator, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None,
-           return_pooled: bool = False):
-    "Image(s) -> decoder prefix embeddings (B, P, D) and prefix mask (B, P) (+ mean-pooled encoder features (B, C))."
+def encode_images(self: ReportGenerator, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
+    "Encoder patch tokens: (B, N, C) for images (B, 3, H, W), (B, V, N, C) for studies (B, V, 3, H, W)."
     pixel_values = pixel_values.to(next(self.encoder.parameters()).dtype)
     if pixel_values.ndim == 5:
         B, V = pixel_values.shape[:2]
         tok = self.encoder(pixel_values.flatten(0, 1))
-        tok = tok.view(B, V, *tok.shape[1:])
-    elif pixel_values.ndim == 4:
+        return tok.view(B, V, *tok.shape[1:])
+    if pixel_values.ndim == 4:
         if view_mask is not None and view_mask.shape[1] != 1:
             raise CxrgenError(f"view_mask {tuple(view_mask.shape)} given with image-level pixel_values {tuple(pixel_values.shape)}; "
                               "pass study-level pixel_values (B, V, 3, H, W)")
-        tok = self.encoder(pixel_values)
-    else: raise CxrgenError(f"pixel_values must be (B, 3, H, W) or (B, V, 3, H, W), got {tuple(pixel_values.shape)}")
-    prefix, mask = self.mapping(tok, view_mask)
-    prefix = prefix.to(self.decoder.get_input_embeddings().weight.dtype)
-    if not return_pooled: return prefix, mask
-    pooled = tok.float().mean(-2)  # (B, C) or (B, V, C)
+        return self.encoder(pixel_values)
+    raise CxrgenError(f"pixel_values must be (B, 3, H, W) or (B, V, 3, H, W), got {tuple(pixel_values.shape)}")
+
+def _view_weights(tok: torch.Tensor, view_mask: torch.Tensor | None) -> torch.Tensor:
+    "(B, V) float weights of a study's views (1 on real views, 0 on padding)."
+    if view_mask is None: return torch.ones(tok.shape[:2], device=tok.device)
+    return view_mask.to(tok.device).float()
+
+@patch
+def pool_tokens(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
+    "Mean-pooled patch tokens (B, C) in float32; a study averages its real views."
+    pooled = tok.float().mean(-2)
     if pooled.ndim == 3:
-        w = (view_mask if view_mask is not None else torch.ones(pooled.shape[:2], device=pooled.device)).float().unsqueeze(-1)
+        w = _view_weights(tok, view_mask).unsqueeze(-1)
         pooled = (pooled * w).sum(1) / w.sum(1).clamp(min=1)
-    return prefix, mask, pooled
+    return pooled
+
+@patch
+def classify(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+    "Findings-classifier logits (B, 14) from patch tokens, or None when the model has no classifier."
+    if self.label_head is None: return None
+    if isinstance(self.label_head, nn.Linear): return self.label_head(self.pool_tokens(tok, view_mask))
+    if tok.ndim == 4:  # a study: one bag of tokens over its real views
+        B, V, N, C = tok.shape
+        mask = _view_weights(tok, view_mask).bool().unsqueeze(-1).expand(B, V, N).reshape(B, V * N)
+        return self.label_head(tok.reshape(B, V * N, C).float(), mask)
+    return self.label_head(tok.float())
+
+@patch
+def findings_from_logits(self: ReportGenerator, logits: torch.Tensor) -> torch.Tensor:
+    "Hard findings (B, 14) of 0/1: probability at or above `model.label_threshold` (detached)."
+    return (logits.detach().float().sigmoid() >= self.model_config.label_threshold).float()
+
+@patch
+def prefix(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | None = None,
+           findings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Decoder prefix (B, P, D) and mask (B, P): image tokens through the mapping network, then the findings prompt when conditioned."
+    prefix, mask = self.mapping(tok, view_mask)
+    if self.findings_prompt is not None:
+        if findings is None: raise CxrgenError("this model is conditioned on findings (model.conditioning='labels'): pass findings (B, 14)")
+        if tuple(findings.shape) != (prefix.shape[0], len(CHEXPERT_LABELS)):
+            raise CxrgenError(f"findings must be (batch, {len(CHEXPERT_LABELS)}) in CHEXPERT_LABELS order, got {tuple(findings.shape)}")
+        prompt = self.findings_prompt(findings.to(prefix.device))
+        prefix = torch.cat([prefix, prompt.to(prefix.dtype)], 1)
+        mask = torch.cat([mask, torch.ones(prompt.shape[:2], dtype=mask.dtype, device=mask.device)], 1)
+    return prefix.to(self.decoder.get_input_embeddings().weight.dtype), mask
+
+@patch
+def encode(self: ReportGenerator, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None,
+           findings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Image(s) -> decoder prefix (B, P, D) and its mask (B, P); a conditioned model prompts with `findings`, else its classifier's."
+    tok = self.encode_images(pixel_values, view_mask)
+    if self.findings_prompt is not None and findings is None: findings = self.findings_from_logits(self.classify(tok, view_mask))
+    return self.prefix(tok, view_mask, findings)
+
+@patch
+@torch.no_grad()
+def image_summary(self: ReportGenerator, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None):
+    "One encoder pass: mean-pooled features (B, C) and the classifier's probabilities (B, 14) (None without a classifier)."
+    tok = self.encode_images(pixel_values, view_mask)
+    logits = self.classify(tok, view_mask)
+    return self.pool_tokens(tok, view_mask), (logits.float().sigmoid() if logits is not None else None)
 
 @patch
 def _check_length(self: ReportGenerator, n: int, what: str):
@@ -152,10 +236,18 @@ def forward(self: ReportGenerator, pixel_values: torch.Tensor,  # (B, 3, H, W) i
             attention_mask: torch.Tensor | None = None,  # (B, T), 1 on real tokens
             labels: torch.Tensor | None = None,  # (B, T) aligned with input_ids, -100 where no loss
             view_mask: torch.Tensor | None = None,  # (B, V) bool, study-level only
-            chexpert_labels: torch.Tensor | None = None,  # (B, 14) 1/0/-1/NaN, for the auxiliary label loss
+            chexpert_labels: torch.Tensor | None = None,  # (B, 14) 1/0/-1/NaN: classifier targets and teacher-forced findings
+            findings: torch.Tensor | None = None,  # (B, 14) 0/1: the prompt's findings (default: the classifier's, mixed with true labels in training)
             **kwargs) -> ReportGeneratorOutput:
-    "Causal-LM loss on the report (prefix, padding and bos ignored) and next-token logits over the report."
-    prefix, pmask, pooled = self.encode(pixel_values, view_mask, return_pooled=True)
+    "Causal-LM loss on the report (prefix, padding and bos ignored) plus the weighted classifier loss; next-token logits over the report."
+    tok = self.encode_images(pixel_values, view_mask)
+    label_logits = self.classify(tok, view_mask)
+    if self.findings_prompt is not None and findings is None:
+        findings = self.findings_from_logits(label_logits)
+        if self.training and chexpert_labels is not None and self.model_config.teacher_forcing > 0:
+            true = torch.rand(findings.shape[0], 1, device=findings.device) < self.model_config.teacher_forcing
+            findings = torch.where(true, label_targets(chexpert_labels).to(findings), findings)
+    prefix, pmask = self.prefix(tok, view_mask, findings)
     B, T = input_ids.shape
     if attention_mask is None: attention_mask = torch.ones_like(input_ids)
     embeds = torch.cat([prefix, self.decoder.get_input_embeddings()(input_ids)], 1)
@@ -165,14 +257,12 @@ def forward(self: ReportGenerator, pixel_values: torch.Tensor,  # (B, 3, H, W) i
     if self._pos_ids: kw["position_ids"] = mask_positions(mask)
     if self._keep: kw["logits_to_keep"] = T + 1  # only the last prefix position and the text need logits
     logits = self.decoder(**kw).logits[:, -(T + 1):]  # position P-1+t predicts report token t
-    loss = lm_loss = label_loss = label_logits = None
+    loss = lm_loss = label_loss = None
     if labels is not None:
         loss = lm_loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-    if self.label_head is not None:
-        label_logits = self.label_head(pooled)
-        if chexpert_labels is not None and loss is not None:
-            label_loss = F.binary_cross_entropy_with_logits(label_logits, label_targets(chexpert_labels).to(label_logits))
-            loss = lm_loss + self.aux_label_weight * label_loss
+    if label_logits is not None and chexpert_labels is not None and loss is not None and self.aux_label_weight > 0:
+        label_loss = F.binary_cross_entropy_with_logits(label_logits.float(), label_targets(chexpert_labels).to(label_logits.device).float())
+        loss = lm_loss + self.aux_label_weight * label_loss
     return ReportGeneratorOutput(loss=loss, logits=logits[:, 1:], lm_loss=lm_loss, label_loss=label_loss, label_logits=label_logits)
 
 # %% ../../nbs/13_models.report_generator.ipynb #6ea6344c
@@ -180,9 +270,9 @@ _GEN_KEYS = ("num_beams", "max_new_tokens", "min_new_tokens", "do_sample", "temp
              "no_repeat_ngram_size", "repetition_penalty", "length_penalty", "num_return_sequences", "early_stopping")
 
 @patch
-def _prepare_generation(self: ReportGenerator, pixel_values, view_mask=None):
+def _prepare_generation(self: ReportGenerator, pixel_values, view_mask=None, findings=None):
     "`inputs_embeds` = [prefix | <s>] and its attention mask: what `decoder.generate` continues from."
-    prefix, pmask = self.encode(pixel_values, view_mask)
+    prefix, pmask = self.encode(pixel_values, view_mask, findings)
     B = prefix.shape[0]
     bos = torch.full((B, 1), self.tokenizer.bos_token_id, device=prefix.device)
     embeds = torch.cat([prefix, self.decoder.get_input_embeddings()(bos)], 1)
@@ -224,12 +314,13 @@ def generate(self: ReportGenerator, pixel_values: torch.Tensor,  # (B, 3, H, W) 
              num_beams: int = 1, max_new_tokens: int = 100, min_new_tokens: int = 0,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
              no_repeat_ngram_size: int = 0, repetition_penalty: float = 1.0, length_penalty: float = 1.0,
+             findings: torch.Tensor | None = None,  # (B, 14) 0/1 prompt of a conditioned model (default: its classifier's)
              **kwargs) -> torch.LongTensor:
     "New token ids (B * num_return_sequences, L), padded with pad after eos; KV cache on."
     was = self.training
     self.eval()
     try:
-        embeds, mask = self._prepare_generation(pixel_values, view_mask)
+        embeds, mask = self._prepare_generation(pixel_values, view_mask, findings)
         self._check_length(embeds.shape[1] + max_new_tokens, f"image prefix + <s> ({embeds.shape[1]}) + max_new_tokens ({max_new_tokens})")
         gc = self.generation_config(num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                                     do_sample=do_sample, temperature=temperature, top_p=top_p,
@@ -239,9 +330,10 @@ def generate(self: ReportGenerator, pixel_values: torch.Tensor,  # (B, 3, H, W) 
     finally: self.train(was)
 
 @patch
-def generate_reports(self: ReportGenerator, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None, **gen) -> list[str]:
+def generate_reports(self: ReportGenerator, pixel_values: torch.Tensor, view_mask: torch.Tensor | None = None,
+                     findings: torch.Tensor | None = None, **gen) -> list[str]:
     "Generated reports as text (special tokens skipped, whitespace stripped)."
-    ids = self.generate(pixel_values, view_mask=view_mask, **gen)
+    ids = self.generate(pixel_values, view_mask=view_mask, findings=findings, **gen)
     return [s.strip() for s in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 # %% ../../nbs/13_models.report_generator.ipynb #dc3c575b
@@ -303,7 +395,7 @@ def from_pretrained(cls: ReportGenerator, path: str | Path,  # a folder written 
         raise CxrgenError(f"{d / _CONFIG} is not a cxrgen ReportGenerator config (architecture={cfg.get('architecture')!r})")
     tok = tokenizer if tokenizer is not None else _load_tokenizer(d)
     known = {f.name for f in dataclasses.fields(ModelConfig)}
-    mc = ModelConfig(**{k: v for k, v in cfg["model"].items() if k in known})
+    mc = ModelConfig(**{k: v for k, v in with_legacy_fields(cfg["model"]).items() if k in known})
     build = dataclasses.replace(mc, pretrained=False, encoder_weights=None, decoder_config=None)
     enc = VisionEncoder(build.encoder, pretrained=False, in_chans=build.in_chans,
                         gradient_checkpointing=build.gradient_checkpointing, **(build.encoder_kwargs or {}))

@@ -454,6 +454,7 @@ def evaluate(self: Trainer, max_batches: int | None = None) -> dict:
     loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
     n_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
     preds, refs, ids = [], [], []
+    cls_tp = cls_fp = cls_fn = 0  # the findings classifier against its targets (uncertain as positive), pooled over labels
     g = cfg.generation
     t0 = time.perf_counter()
     try:
@@ -465,6 +466,10 @@ def evaluate(self: Trainer, max_batches: int | None = None) -> dict:
                 out = m(**_model_inputs(b))
                 n = (b["labels"] != -100).sum()
                 loss_sum += out.loss.double() * n; n_sum += n
+                if getattr(out, "label_logits", None) is not None and b.get("chexpert_labels") is not None:
+                    lab = b["chexpert_labels"]
+                    pred, ref = m.findings_from_logits(out.label_logits).bool(), (lab == 1) | (lab == -1)
+                    cls_tp += int((pred & ref).sum()); cls_fp += int((pred & ~ref).sum()); cls_fn += int((~pred & ref).sum())
                 if self.eval_generate:
                     gen = dict(num_beams=1, max_new_tokens=g.max_new_tokens, no_repeat_ngram_size=g.no_repeat_ngram_size,
                                repetition_penalty=g.repetition_penalty)
@@ -476,8 +481,10 @@ def evaluate(self: Trainer, max_batches: int | None = None) -> dict:
         raise
     finally:
         m.train(was_training)
-    tot = acc.reduce(torch.stack([loss_sum, n_sum]), "sum").tolist()
+    cls = torch.tensor([cls_tp, cls_fp, cls_fn], device=acc.device, dtype=torch.float64)
+    tot = acc.reduce(torch.cat([torch.stack([loss_sum, n_sum]), cls]), "sum").tolist()
     res = {"val_loss": tot[0] / max(tot[1], 1.0), "val_tokens": tot[1]}
+    if sum(tot[2:]) > 0: res["val_classifier_f1_micro14_upos"] = 2 * tot[2] / (2 * tot[2] + tot[3] + tot[4])
     if self.eval_generate:
         preds, refs, ids = gather_object(preds), gather_object(refs), gather_object(ids)
         extra = [None]
@@ -756,6 +763,12 @@ def _build_tokenizer(cfg: RunConfig, out: Path, acc):
     acc.wait_for_everyone()
     return load_tokenizer(folder)
 
+def _label_fn(cfg: RunConfig, model):
+    "The classifier's targets: None (the CSV's label columns, or a model without a classifier) or cxrgen's labeler on the target texts."
+    if getattr(model, "label_head", None) is None or cfg.data.label_source != "report": return None
+    from cxrgen.evaluation.metrics import label_texts  # the same reading of a report as the CheXpert metrics make
+    return label_texts
+
 def _split_loaders(loaders):
     if isinstance(loaders, dict):
         val = next((loaders[k] for k in ("validate", "val", "valid", "validation") if loaders.get(k) is not None), None)
@@ -822,7 +835,12 @@ def train_stage(cfg: RunConfig,  # the run config (cfg.train.stage picks the sta
                                             max_length=d.max_length, image_size=d.image_size)
     if acc.is_main_process: atomic_write_json(out / "config.json", cfg.to_dict())
     seed_everything(cfg.train.seed)
-    train_dl, val_dl = _split_loaders(build_dataloaders(cfg, model.tokenizer, splits=("train", "validate"), **model.input_norm))
+    train_dl, val_dl = _split_loaders(build_dataloaders(cfg, model.tokenizer, splits=("train", "validate"),
+                                                        label_fn=_label_fn(cfg, model), **model.input_norm))
+    if getattr(model, "label_head", None) is not None and getattr(train_dl.dataset, "_labels", None) is None:
+        raise CxrgenError(f"the findings classifier (model.aux_label_weight / model.conditioning) needs CheXpert labels, but "
+                          f"data.label_source='csv' and {csv_path(cfg)} has no label columns: set data.label_source=report "
+                          "(cxrgen's labeler reads them from the reports) or re-run cxrgen preprocess with the CheXpert file")
     trainer = Trainer(model, cfg, train_dl, val_dl, output_dir=out, accelerator=acc)
     if ck_last is not None: trainer.load_checkpoint(ck_last, load_model=False)
     summary = trainer.fit()
