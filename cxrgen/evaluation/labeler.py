@@ -93,12 +93,13 @@ MENTIONS: dict[str, dict[str, str]] = {
         definite=_alt(r"mediastinal widening", r"widen\w* (?:of )?(?:the )?(?:superior )?mediastinum",
                       r"widened (?:superior )?mediastin\w+"),
         neutral=_alt(r"\b(?:cardio)?mediastinum\b",
-                     r"(?:cardio)?mediastinal(?:(?:,| and) hilar)? (?:contours?|silhouettes?|configuration|shadow|width|structures|size)",
+                     r"(?:cardio)?mediastinal(?:(?:,| and) (?:hilar|aortic))? (?:contours?|silhouettes?|configuration|shadow|width|structures|size)",
                      r"cardiac(?:,| and) mediastinal (?:contours?|silhouettes?)",
                      r"hilar contours?", r"pericardial silhouette")),
     "Fracture": dict(exclude=_alt(r"(?:catheter|lead|wire|screw|plate|rod|hardware|device|line|tube)s? fractur\w*",
                                   r"fractured (?:[\w-]+ ){0,3}(?:leads?|wires?|screws?|catheters?|plates?|rods?|hardware)\b"),
-                 definite=_alt(r"fractur\w*", r"\bfx\b")),
+                 definite=_alt(r"fractur\w*", r"\bfx\b",
+                               r"\bbroken\b(?! (?:[\w-]+ ){0,2}(?:wires?|leads?|catheters?|lines?|tubes?|screws?|hardware)\b)")),
     "Lung Lesion": dict(
         exclude=_alt(r"(?<!non-)(?<!non )calcified (?:\w+ )?nodul\w*", r"mass effect",
                      r"(?:bone|bony|osseous|lytic|sclerotic|blastic|skin|cutaneous|expansile|lucent|rib|humeral|"
@@ -111,7 +112,7 @@ MENTIONS: dict[str, dict[str, str]] = {
         definite=_alt(r"opaci\w*", r"decreased translucency", r"increased densit\w+",
                       r"air[\s-]?space (?:disease|process|opacit\w+)", r"infiltrat\w*",
                       r"interstitial (?:(?:lung )?markings?|pattern|lung disease|abnormalit\w+|prominence|thickening)",
-                      r"(?:prominen\w*|thickening) of the (?:pulmonary )?interstitium",
+                      r"(?:prominen\w*|thickening) of the (?:pulmonary )?interstitium", r"prominent (?:pulmonary )?interstitium",
                       r"reticula\w*", r"parenchymal scar\w*", r"peribronchial (?:wall )?thickening",
                       r"(?:bronchial )?wall thickening", r"\bscar(?:s|ring)?\b")),
     "Pleural Effusion": dict(
@@ -122,7 +123,7 @@ MENTIONS: dict[str, dict[str, str]] = {
     "Pleural Other": dict(
         definite=_alt(r"pleural thickening", r"thickening of the pleura", r"pleural[\s-](?:parenchymal[\s-])?scar\w*",
                       r"pleuro-?(?:parenchymal|pericardial) scar\w*", r"pleural plaques?",
-                      r"pleural calcifications?", r"fibrothorax", r"fibrosis",
+                      r"pleural calcifications?", r"fibrothorax", r"fibrosis", r"(?:apical )?pleural capping", r"apical caps?\b",
                       # 'pleural effusion or thickening': the pleura's thickening, named once
                       r"(?:(?<=effusion or )|(?<=effusions or )|(?<=effusion and )|(?<=effusions and )"
                       r"|(?<=effusion versus )|(?<=effusions versus )|(?<=effusion vs ))thickening")),
@@ -155,7 +156,7 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"\bij\b(?= (?:terminat\w*|ends?|tip|extends?|courses?|is|in|with))")),
     OTHER_FINDING: dict(
         definite=_alt(r"emphysema\w*", r"\bblunt\w*", r"densit(?:y|ies)", r"elevat(?:ion|ed)", r"eventration",
-                      r"(?:dextro|levo|kypho)?scoliosis", r"degenerat\w*", r"(?<!non-)calcifi\w*", r"hyperinfla\w*",
+                      r"(?:dextro|levo|kypho)?scoliosis", r"spondylo\w*", r"degenerat\w*", r"(?<!non-)calcifi\w*", r"hyperinfla\w*",
                       r"hyperexpan\w*", r"bronchospasm", r"asthma", r"hernia\w*", r"\bcopd\b", r"plaques?", r"osteophyt\w*",
                       r"aortic disease", r"bronchiolitis", r"airways? disease", r"thickening", r"aspiration",
                       r"bullae?\b", r"bullous", r"contusion", r"atherosclero\w*", r"osteopenia", r"metasta\w*",
@@ -239,10 +240,11 @@ TRIGGERS: dict[str, str] = {
         r"differential (?:diagnosis )?(?:includes?|would include|of|considerations?)",
         r"differential\b[^.;]{0,60}?\binclud(?:es?|ing)\b",
         r"(?:evaluat(?:e|ion)|eval|assess(?:ment)?|check) (?:for\b|of\b(?! (?:the|this|these|that|known|previously)\b))",
-        r"favou?r(?:s|ed|ing)?\b", r"consider(?:ed)?\b", r"borderline", r"equivocal", r"presum(?:ed|ably|ptive)",
+        r"favou?r(?:s|ed|ing)?\b", r"consider(?:ed)?\b", r"equivocal", r"presum(?:ed|ably|ptive)",
         r"less likely", r"unlikely", r"more likely than", r"alternatively",
         r"(?:clinical(?:ly)? )?correlat\w* (?:clinically )?(?:for|to (?:assess|evaluate) for)",
         r"difficult to (?:assess|evaluate)", r"poorly (?:seen|visualized|evaluated|assessed)"),
+    "hedge_fb": r"borderline",  # 'borderline enlarged heart' and 'heart size borderline enlarged'
     "unc_fb": _alt(r"\bor\b", r"versus", r"\bvs\b", r"(?:(?:is|are) )?favou?red over"),
 }
 _CHAIN_TRIGGERS = {"link", "unc_fb"}  # may sit between two mentions of one list: 'no X or Y'
@@ -331,9 +333,11 @@ def _clause_bounds(t: str) -> list[int]:
 # %% ../../nbs/30_evaluation.labeler.ipynb #e676771e
 class _Doc:
     "A cleaned report with its clause boundaries, mention units and triggers, for scoping."
-    def __init__(self, t: str, bounds: list[int], units: list, triggers: list, devices: list[bool] | None = None):
+    def __init__(self, t: str, bounds: list[int], units: list, triggers: list, devices: list[bool] | None = None,
+                 neutral: list[bool] | None = None):
         self.t, self.bounds, self.units, self.triggers = t, bounds, units, triggers
         self.u_dev = devices or [False] * len(units)  # unit is a device mention only
+        self.u_neutral = neutral or [False] * len(units)  # unit is a size / contour phrase only
         self.u_start = [u[0] for u in units]
         self.u_clause = [bisect_right(bounds, u[0]) for u in units]
         self.tr_start = [x[0] for x in triggers]
@@ -381,7 +385,10 @@ class _Doc:
                         ("," in gap and direction > 0 and trig[2] == "neg_f" and _ADJ_COMMA.fullmatch(gap)
                          and not _DEGREE.search(gap, gap.rfind(",")))
                         or (direction < 0 and trig[2] == "neg_b" and _PLURAL_TRIG.match(self.t, ts)
-                            and not _VERB.search(gap) and w <= 8 and self._list_subject(gap, tc, ts)))
+                            and not _VERB.search(gap) and w <= 8 and self._list_subject(gap, tc, ts))
+                        # 'cardiac silhouette, pulmonary vessels within normal limits': a size phrase in a list of two
+                        or (direction < 0 and trig[2] in ("neg_b", "neg_fb") and self.u_neutral[i] and gap.count(",") == 1
+                            and not _VERB.search(gap) and w <= 4))
                     if direction < 0 and comma_ok and not first_comma: conj = True  # the list subject was checked
                     if w > (8 if comma_ok and direction < 0 else first_words) or ("," in gap and not comma_ok): break
                     # a head noun closes a phrase the trigger precedes ('no acute process mild cardiomegaly'), but a
@@ -411,15 +418,13 @@ class _Doc:
         # 'no X, Y, or acute osseous abnormality': the list closed on a non-finding, and Y still belongs to it
         # (but not 'no X, small Y and ...': a degree starts a statement of its own); so does a comma list with no
         # conjunction that runs to the sentence end ('negative for X, Y, Z.'), up to its first degree word
-        if (pending and (i >= n or self.u_clause[i] != tc)
-                and (_LIST_END.match(self.t, units[pending[-1]][1])
-                     or (direction > 0 and trig[2] in ("neg_f", "preneg_f", "unc_f") and _LIST_TAIL.match(self.t, units[pending[-1]][1])))):
-            if not _DEGREE.search(self.t, units[out[-1]][1] if out else units[pending[0]][0], units[pending[-1]][1]):
-                out.extend(pending)
-            elif not _LIST_END.match(self.t, units[pending[-1]][1]):
-                start = units[out[-1]][1] if out else units[pending[0]][0]
-                for j in pending:
-                    if _DEGREE.search(self.t, start, units[j][1]): break
+        if pending and (i >= n or self.u_clause[i] != tc):
+            start, end = units[out[-1]][1] if out else units[pending[0]][0], units[pending[-1]][1]
+            if _LIST_END.match(self.t, end):
+                if not _DEGREE.search(self.t, start, end): out.extend(pending)
+            elif direction > 0 and trig[2] in ("neg_f", "preneg_f", "unc_f", "neg_fb") and _LIST_TAIL.match(self.t, end):
+                for j in pending:  # up to the first degree or size word: 'normal heart size, widened mediastinum'
+                    if _DEGREE.search(self.t, start, units[j][1]) or _CUE.search(self.t, start, units[j][1]): break
                     out.append(j); start = units[j][1]
         return out
 
@@ -463,7 +468,7 @@ _SCOPES = {  # trigger class -> (flag, [(direction, words allowed before the fir
     "preneg_f": ("preneg", [(1, 6, False)]), "preneg_b": ("preneg", [(-1, 6, False)]),
     "neg_f": ("neg", [(1, 6, False)]), "neg_b": ("neg", [(-1, 6, False)]),
     "unc_f": ("unc", [(1, 6, False)]), "link": ("unc", [(1, 6, False)]), "unc_b": ("unc", [(-1, 6, False)]),
-    "unc_fb": ("unc", [(1, 3, False), (-1, 3, True)]),
+    "unc_fb": ("unc", [(1, 3, False), (-1, 3, True)]), "hedge_fb": ("unc", [(1, 6, False), (-1, 3, False)]),
 }
 
 def extract_mentions(text: str) -> list[Mention]:
@@ -510,7 +515,8 @@ def _scope_mentions(t: str, mentions: list[Mention], merge_adjacent: bool = Fals
         else: units.append([mm.start, mm.end, [j]])
     bounds = _clause_bounds(t)
     trigs = [(m.start(), m.end(), m.lastgroup, bisect_right(bounds, m.start())) for m in _TRIGGER_RE.finditer(t)]
-    doc = _Doc(t, bounds, units, trigs, [all(mentions[j].observation == "Support Devices" for j in u[2]) for u in units])
+    doc = _Doc(t, bounds, units, trigs, [all(mentions[j].observation == "Support Devices" for j in u[2]) for u in units],
+               [all(mentions[j].kind == "neutral" for j in u[2]) for u in units])
     flags = [dict() for _ in units]  # unit -> {'preneg' | 'neg' | 'unc': trigger text}
     for trig in trigs:
         cls = trig[2]
