@@ -96,9 +96,10 @@ MENTIONS: dict[str, dict[str, str]] = {
                      r"(?:cardio)?mediastinal(?:(?:,| and) (?:hilar|aortic))? (?:contours?|silhouettes?|configuration|shadow|width|structures|size)",
                      r"cardiac(?:,| and) mediastinal (?:contours?|silhouettes?)",
                      r"hilar contours?", r"pericardial silhouette")),
-    "Fracture": dict(exclude=_alt(r"(?:catheter|lead|wire|screw|plate|rod|hardware|device|line|tube)s? fractur\w*",
-                                  r"fractured (?:[\w-]+ ){0,3}(?:leads?|wires?|screws?|catheters?|plates?|rods?|hardware)\b"),
-                 definite=_alt(r"fractur\w*", r"\bfx\b",
+    "Fracture": dict(exclude=r"fractured (?:[\w-]+ ){0,3}(?:leads?|wires?|screws?|catheters?|plates?|rods?|hardware)\b",
+                 definite=_alt("".join(f"(?<!{w} )(?<!{w}s )" for w in ("catheter", "lead", "wire", "screw", "plate", "rod",
+                                                                      "hardware", "device", "line", "tube")) + r"fractur\w*",
+                               r"\bfx\b",
                                r"\bbroken\b(?! (?:[\w-]+ ){0,2}(?:wires?|leads?|catheters?|lines?|tubes?|screws?|hardware)\b)")),
     "Lung Lesion": dict(
         exclude=_alt(r"(?<!non-)(?<!non )calcified (?:\w+ )?nodul\w*", r"mass effect",
@@ -123,17 +124,19 @@ MENTIONS: dict[str, dict[str, str]] = {
     "Pleural Other": dict(
         definite=_alt(r"pleural thickening", r"thickening of the pleura", r"pleural[\s-](?:parenchymal[\s-])?scar\w*",
                       r"pleuro-?(?:parenchymal|pericardial) scar\w*", r"pleural plaques?",
-                      r"pleural calcifications?", r"fibrothorax", r"fibrosis", r"(?:apical )?pleural capping", r"apical caps?\b",
+                      r"pleural calcifications?", r"fibrothorax", r"fibrosis", r"pleural capping", r"(?<=apical )caps?\b",
                       # 'pleural effusion or thickening': the pleura's thickening, named once
                       r"(?:(?<=effusion or )|(?<=effusions or )|(?<=effusion and )|(?<=effusions and )"
                       r"|(?<=effusion versus )|(?<=effusions versus )|(?<=effusion vs ))thickening")),
-    "Pneumonia": dict(exclude=_alt(r"(?:granulomatous|tubercul\w*|histoplasm\w*|fungal) (?:infection|infectious (?:process|disease))",
-                                   r"(?:osseous|bony|bone|soft[\s-]tissue|skin|urinary|wound) infections?"),
-                  definite=_alt(r"pneumonias?", r"bronchopneumonia", r"pneumonic", r"infection", r"infectious")),
+    "Pneumonia": dict(  # not old granulomatous / tuberculous / fungal infection, nor infection outside the lung
+        definite=_alt(r"pneumonias?", r"bronchopneumonia", r"pneumonic",
+                      "".join(f"(?<!{w} )" for w in ("granulomatous", "tuberculous", "tuberculosis", "tubercular", "histoplasmosis",
+                                                     "histoplasma", "fungal", "osseous", "bony", "bone", "tissue", "skin",
+                                                     "urinary", "wound")) + r"infecti(?:on|ous)")),
     "Pneumothorax": dict(definite=_alt(r"pneumothora(?:x|ces)", r"hydropneumothora(?:x|ces)", r"\bptx\b")),
     "Support Devices": dict(
         exclude=_alt(r"kerley\s*\w*\s*lines?", r"septal lines?", r"\bb[\s-]?lines?", r"lung lines?",
-                     r"breast (?:prosthe\w*|implants?)", r"(?:visceral )?pleural lines?",
+                     r"(?:visceral )?pleural lines?",
                      r"(?:azygo-?esophageal|paraspinal|paratracheal|junction|skin|fissural|fine) lines?",
                      r"lines? of (?:the|demarcation)", r"(?<!mechanical )(?<!artificial )(?<!porcine )heart valves?",
                      r"calcifi\w* (?:(?:aortic|mitral|tricuspid|pulmonic|heart|cardiac|and),? ){0,4}valves?",
@@ -146,12 +149,12 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"\bvalves?\b", r"valve replacement", r"hardware", r"\bplates?\b", r"\bscrews?\b", r"\bports?\b",
                       r"port-?a-?cath", r"mediport", r"\bstents?\b", r"\bclips?\b", r"swan[\s-]?ganz", r"impella",
                       r"balloon pump", r"\bdrains?\b", r"\bdevices?\b", r"cannula\w*", r"\bcoils?\b",
-                      r"arthroplast\w*", r"prosthe(?:sis|ses|tic)", r"apparatus", r"\bsheaths?\b",
+                      r"arthroplast\w*", r"(?<!breast )prosthe(?:sis|ses|tic)", r"apparatus", r"\bsheaths?\b",
                       r"(?:ivc|vena cava) filters?", r"tracheostomy", r"\btrach\b",
                       r"endotracheal", r"nasogastric", r"orogastric", r"dobhoff", r"gastrostomy", r"loop recorder",
                       r"temperature probe", r"\b(?:tavr|tavi|avr|mvr)\b", r"annuloplasty(?: ring)?", r"mitra-?clips?",
                       r"cordis", r"introducers?", r"sternotomy", r"stimulators?", r"\bshunts?\b", r"\btubing\b",
-                      r"(?:internal|surgical) fixation", r"\bgenerator\b", r"\bdual[\s-](?:chamber|lead)", r"(?:shoulder|hip|knee|joint) replacement",
+                      r"(?:(?<=internal )|(?<=surgical ))fixation", r"\bgenerator\b", r"\bdual[\s-](?:chamber|lead)", r"(?:(?<=shoulder )|(?<=hip )|(?<=knee )|(?<=joint ))replacement",
                       r"\btips?\b(?=[^.;]{0,40}\b(?:svc|superior vena cava|cavo-?atrial|caval[\s-]?atrial|atriocaval|right atrium|brachiocephalic))",
                       r"\bij\b(?= (?:terminat\w*|ends?|tip|extends?|courses?|is|in|with))")),
     OTHER_FINDING: dict(
