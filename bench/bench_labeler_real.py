@@ -17,6 +17,17 @@ Text labelled: the FINDINGS paragraph, a blank line, then the IMPRESSION paragra
 missing; a report with neither is skipped), i.e. the report as a radiologist wrote it. The gold was
 labelled on the same text.
 
+The hand gold (bench/labeler_gold_iu_even.csv, 300 reports): `--sample 210 --seed 12` drew the
+first 210 (the development sample the rules were fixed against); 90 more were drawn later (seed 13,
+the first 90 of a 300-draw not already in the gold) and read after the first round of fixes, so the
+labeler of that moment met them unseen. Each report was read whole and labelled by hand in
+CheXpert's conventions as cxrgen's labeler notebook states them (Conventions): 1 positive, 0
+negated, -1 hedged, blank not mentioned; positive > uncertain > negative across mentions; a bare
+"stable heart size / mediastinum" is -1 unless the report calls the organ normal elsewhere; masked
+words (XXXX) are read for what the rest of the sentence makes certain (a "XXXX" whose tip lies in
+the SVC is a catheter) and otherwise left out; No Finding is 1 when nothing among the 13 is 1 or -1
+and no other abnormality (granuloma, degenerative change, emphysema, ...) is named.
+
 Prints
 1. agreement with the hand gold, per observation: exact (1 / 0 / -1 / blank as four classes), F1 with
    uncertain as positive (u+) and as negative (u-), and micro-F1 over the 13 observations other than
