@@ -45,7 +45,7 @@ _SEEN_LINK = re.compile(r"\b(?:is|are) (?:seen|noted|present|identified|demonstr
 def clean_text(text: str) -> str:
     "Lower-case `text`, make blank lines sentence ends, 'and/or' and 'x/y' an 'or', one space between words, 'is seen to suggest' 'to suggest'."
     t = _PARA.sub(" . ", text.lower())
-    t = t.replace("and/or", " or ")
+    t = t.replace("and/or", " or ").replace(" / ", " or ")
     t = _ABBREV.sub(lambda m: m.group(0)[:-1].replace(".", ""), t)  # 'vs.' is not a sentence end
     t = _SLASH.sub(lambda m: m.group(1) + (" and " if {m.group(1), m.group(2)} <= _DEVICE_ABBREV else " or "), t)
     return _SEEN_LINK.sub("", _WS.sub(" ", t).strip())
@@ -58,7 +58,7 @@ OTHER_FINDING = "_other"  # findings outside the 14 that still rule out No Findi
 # 'increase in the cardiac silhouette', which is about the size
 _LOCATED = (r"(?<!increase )(?<!increased )(?<!increasing )(?<!widening )(?<!enlargement )(?<!prominence )(?<!fullness )"
             r"(?<!change )(?<!changes )"
-            r"(?:over(?:l(?:ying|ies|ie|ay\w*))?|projects? over|projecting over|behind|through|in|into|within|across|"
+            r"(?:over(?:l(?:ying|ies|ie|ay\w*))?|projects? over|projecting over|behind|through|in|into|within|across|adjacent to|"
             r"obscur\w*)(?: the)?")
 
 MENTIONS: dict[str, dict[str, str]] = {
@@ -79,7 +79,9 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"kerley\s*b?\s*lines?"),
         uncertain=_alt(r"(?:(?:pulmonary|vascular|venous|interstitial|hilar)\s+){1,3}congestion",
                        r"vascular (?:prominence|engorgement|indistinctness|redistribution)",
-                       r"(?:engorge\w*|indistinct\w*|prominen\w*) (?:of the )?(?:pulmonary )?(?:vessels|vasculature|vascular markings)",
+                       r"(?:engorge\w*|indistinct\w*|prominen\w*) (?:of the )?(?:(?:central|pulmonary) )?(?:vessels|vasculature|vascular markings)",
+                       r"(?:central |pulmonary )(?:vessels|vasculature|vascularity|xxxx) (?:(?:is|are|appears?|remains?|somewhat|slightly|mildly|more) ){0,3}(?:prominent|engorged)",
+                       r"increased (?:pulmonary|lung) vascularity",
                        r"indistinctness", r"cephalization")),
     "Enlarged Cardiomediastinum": dict(
         exclude=_alt(_LOCATED + r"(?: (?:superior|inferior|anterior|posterior|upper|lower|left|right|mid|middle))? "
@@ -91,38 +93,50 @@ MENTIONS: dict[str, dict[str, str]] = {
         definite=_alt(r"mediastinal widening", r"widen\w* (?:of )?(?:the )?(?:superior )?mediastinum",
                       r"widened (?:superior )?mediastin\w+"),
         neutral=_alt(r"\b(?:cardio)?mediastinum\b",
-                     r"(?:cardio)?mediastinal(?:(?:,| and) hilar)? (?:contours?|silhouettes?|configuration|shadow|width|structures)",
+                     r"(?:cardio)?mediastinal(?:(?:,| and) (?:hilar|aortic))? (?:contours?|silhouettes?|configuration|shadow|width|structures|size)",
                      r"cardiac(?:,| and) mediastinal (?:contours?|silhouettes?)",
                      r"hilar contours?", r"pericardial silhouette")),
-    "Fracture": dict(definite=_alt(r"fractur\w*", r"\bfx\b")),
+    "Fracture": dict(exclude=r"fractured (?:[\w-]+ ){0,3}(?:leads?|wires?|screws?|catheters?|plates?|rods?|hardware)\b",
+                 definite=_alt("".join(f"(?<!{w} )(?<!{w}s )" for w in ("catheter", "lead", "wire", "screw", "plate", "rod",
+                                                                      "hardware", "device", "line", "tube")) + r"fractur\w*",
+                               r"\bfx\b",
+                               r"\bbroken\b(?! (?:[\w-]+ ){0,2}(?:wires?|leads?|catheters?|lines?|tubes?|screws?|hardware)\b)")),
     "Lung Lesion": dict(
         exclude=_alt(r"(?<!non-)(?<!non )calcified (?:\w+ )?nodul\w*", r"mass effect",
-                     r"(?:bone|bony|osseous|lytic|sclerotic|blastic|skin|cutaneous) lesions?"),
-        definite=_alt(r"\bmass(?:es)?\b", r"\bnodul(?:e|es)\b", r"nodular (?:densit\w+|opacit\w+|opacification)",
+                     r"(?:bone|bony|osseous|lytic|sclerotic|blastic|skin|cutaneous|expansile|lucent|rib|humeral|"
+                     r"(?:osteo)?cartilaginous) lesions?"),
+        definite=_alt(r"\bmass(?:es)?\b", r"mass-?like", r"\bnodul(?:e|es)\b", r"nodular (?:densit\w+|opacit\w+|opacification)",
                       r"\blump\b", r"\blesions?\b", r"carcinoma", r"neoplasm", r"tumou?rs?\b")),
     "Lung Opacity": dict(
-        exclude=_alt(r"pleural[\s-](?:parenchymal[\s-])?scar\w*", r"pleuro-?(?:parenchymal|pericardial) scar\w*"),
+        exclude=_alt(r"pleural[\s-](?:parenchymal[\s-])?scar\w*", r"pleuro-?(?:parenchymal|pericardial) scar\w*",
+                     r"(?:bony|bone|osseous) opacit\w*"),
         definite=_alt(r"opaci\w*", r"decreased translucency", r"increased densit\w+",
                       r"air[\s-]?space (?:disease|process|opacit\w+)", r"infiltrat\w*",
-                      r"interstitial (?:markings?|pattern|lung disease|abnormalit\w+|prominence|thickening)",
+                      r"interstitial (?:(?:lung )?markings?|pattern|lung disease|abnormalit\w+|prominence|thickening)",
+                      r"(?:prominen\w*|thickening) of the (?:pulmonary )?interstitium", r"prominent (?:pulmonary )?interstitium",
                       r"reticula\w*", r"parenchymal scar\w*", r"peribronchial (?:wall )?thickening",
                       r"(?:bronchial )?wall thickening", r"\bscar(?:s|ring)?\b")),
     "Pleural Effusion": dict(
         exclude=_alt(r"(?<!pleural or )(?<!pleural and )(?<!pleural, )(?<!pleural nor )pericardial effusions?", r"joint effusions?"),
         definite=_alt(r"effusions?", r"pleural fluid", r"subpulmonic fluid", r"hydropneumothora(?:x|ces)"),
-        uncertain=_alt(r"blunt\w* (?:of )?(?:the )?(?:(?:left|right|bilateral|both|lateral|posterior) ){0,3}costophrenic (?:angles?|sulc\w+)",
-                       r"costophrenic (?:angles?|sulc\w+) (?:(?:is|are|remains?|appears?) )?(?:\w+ )?blunt\w*")),
+        uncertain=_alt(r"blunt\w* (?:of )?(?:the )?(?:(?:left|right|bilateral|both|lateral|posterior) ){0,3}costophrenic (?:angles?|sulc\w+|xxxx)",
+                       r"costophrenic (?:angles?|sulc\w+|xxxx) (?:(?:is|are|remains?|appears?) )?(?:\w+ )?blunt\w*")),
     "Pleural Other": dict(
         definite=_alt(r"pleural thickening", r"thickening of the pleura", r"pleural[\s-](?:parenchymal[\s-])?scar\w*",
                       r"pleuro-?(?:parenchymal|pericardial) scar\w*", r"pleural plaques?",
-                      r"pleural calcifications?", r"fibrothorax", r"fibrosis",
+                      r"pleural calcifications?", r"fibrothorax", r"fibrosis", r"pleural capping", r"(?<=apical )caps?\b",
                       # 'pleural effusion or thickening': the pleura's thickening, named once
                       r"(?:(?<=effusion or )|(?<=effusions or )|(?<=effusion and )|(?<=effusions and )"
                       r"|(?<=effusion versus )|(?<=effusions versus )|(?<=effusion vs ))thickening")),
-    "Pneumonia": dict(definite=_alt(r"pneumonias?", r"bronchopneumonia", r"pneumonic", r"infection", r"infectious")),
+    "Pneumonia": dict(  # not old granulomatous / tuberculous / fungal infection, nor infection outside the lung
+        definite=_alt(r"pneumonias?", r"bronchopneumonia", r"pneumonic",
+                      "".join(f"(?<!{w} )" for w in ("granulomatous", "tuberculous", "tuberculosis", "tubercular", "histoplasmosis",
+                                                     "histoplasma", "fungal", "osseous", "bony", "bone", "tissue", "skin",
+                                                     "urinary", "wound")) + r"infecti(?:on|ous)")),
     "Pneumothorax": dict(definite=_alt(r"pneumothora(?:x|ces)", r"hydropneumothora(?:x|ces)", r"\bptx\b")),
     "Support Devices": dict(
-        exclude=_alt(r"kerley\s*\w*\s*lines?", r"septal lines?", r"(?:visceral )?pleural lines?",
+        exclude=_alt(r"kerley\s*\w*\s*lines?", r"septal lines?", r"\bb[\s-]?lines?", r"lung lines?",
+                     r"(?:visceral )?pleural lines?",
                      r"(?:azygo-?esophageal|paraspinal|paratracheal|junction|skin|fissural|fine) lines?",
                      r"lines? of (?:the|demarcation)", r"(?<!mechanical )(?<!artificial )(?<!porcine )heart valves?",
                      r"calcifi\w* (?:(?:aortic|mitral|tricuspid|pulmonic|heart|cardiac|and),? ){0,4}valves?",
@@ -135,19 +149,21 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"\bvalves?\b", r"valve replacement", r"hardware", r"\bplates?\b", r"\bscrews?\b", r"\bports?\b",
                       r"port-?a-?cath", r"mediport", r"\bstents?\b", r"\bclips?\b", r"swan[\s-]?ganz", r"impella",
                       r"balloon pump", r"\bdrains?\b", r"\bdevices?\b", r"cannula\w*", r"\bcoils?\b",
-                      r"arthroplast\w*", r"prosthe(?:sis|ses|tic)", r"apparatus", r"\bsheaths?\b",
+                      r"arthroplast\w*", r"(?<!breast )prosthe(?:sis|ses|tic)", r"apparatus", r"\bsheaths?\b",
                       r"(?:ivc|vena cava) filters?", r"tracheostomy", r"\btrach\b",
                       r"endotracheal", r"nasogastric", r"orogastric", r"dobhoff", r"gastrostomy", r"loop recorder",
                       r"temperature probe", r"\b(?:tavr|tavi|avr|mvr)\b", r"annuloplasty(?: ring)?", r"mitra-?clips?",
-                      r"cordis", r"introducers?",
+                      r"cordis", r"introducers?", r"sternotomy", r"stimulators?", r"\bshunts?\b", r"\btubing\b",
+                      r"(?:(?<=internal )|(?<=surgical ))fixation", r"\bgenerator\b", r"\bdual[\s-](?:chamber|lead)", r"(?:(?<=shoulder )|(?<=hip )|(?<=knee )|(?<=joint ))replacement",
+                      r"\btips?\b(?=[^.;]{0,40}\b(?:svc|superior vena cava|cavo-?atrial|caval[\s-]?atrial|atriocaval|right atrium|brachiocephalic))",
                       r"\bij\b(?= (?:terminat\w*|ends?|tip|extends?|courses?|is|in|with))")),
     OTHER_FINDING: dict(
         definite=_alt(r"emphysema\w*", r"\bblunt\w*", r"densit(?:y|ies)", r"elevat(?:ion|ed)", r"eventration",
-                      r"(?:dextro|levo|kypho)?scoliosis", r"degenerat\w*", r"(?<!non-)calcifi\w*", r"hyperinfla\w*",
+                      r"(?:dextro|levo|kypho)?scoliosis", r"spondylo\w*", r"degenerat\w*", r"(?<!non-)calcifi\w*", r"hyperinfla\w*",
                       r"hyperexpan\w*", r"bronchospasm", r"asthma", r"hernia\w*", r"\bcopd\b", r"plaques?", r"osteophyt\w*",
                       r"aortic disease", r"bronchiolitis", r"airways? disease", r"thickening", r"aspiration",
                       r"bullae?\b", r"bullous", r"contusion", r"atherosclero\w*", r"osteopenia", r"metasta\w*",
-                      r"granulom\w*", r"pneumomediastinum", r"mediastinal shift",
+                      r"granulom\w*", r"tubercul\w*", r"histoplasm\w*", r"pneumomediastinum", r"mediastinal shift",
                       r"(?:free |extraluminal )?air (?:in|within) the (?:\w+ )?mediastinum", r"pneumoperitoneum",
                       r"osteodystrophy", r"cuffing",
                       r"irregular lucency", r"inflam\w*", r"fissures?", r"hypertension", r"prominen\w*",
@@ -157,7 +173,7 @@ MENTIONS: dict[str, dict[str, str]] = {
                       r"obstructive (?:pulmonary|lung|airways?) disease", r"chronic lung disease", r"fibrotic",
                       r"interstitial changes?", r"(?:hilar|hilum|hila) (?:enlargement|fullness)",
                       r"(?:enlarged|full|bulky|prominent) hil(?:a|um|ar)\b", r"adenopathy",
-                      r"(?:bone|bony|osseous|lytic|sclerotic|blastic) lesions?")),
+                      r"(?:bone|bony|osseous|lytic|sclerotic|blastic|expansile|lucent|rib) lesions?")),
 }
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #d1a0f283
@@ -174,7 +190,7 @@ TRIGGERS: dict[str, str] = {
         rf"without {_CHANGE_MOD}{{0,2}}changes?\b", rf"not {_W}?(?:changed|increased|decreased|improved|worsened|only)\b",
         r"(?:nearly|almost|partially|incompletely|largely|mostly|not (?:completely|fully|entirely)|not yet) (?:(?:completely|entirely|totally|fully) )?(?:resolv\w*|cleared)",
         r"(?:partial|incomplete|near(?:ly)?(?:[\s-]complete|[\s-]total)?|almost(?:[\s-]complete)?|some|slight|mild|minimal)[\s-](?:clearing|resolution) of",
-        r"(?:is|are) otherwise (?:normal|unremarkable)", r"otherwise (?:normal|unremarkable)",
+        r"(?:is|are) otherwise (?:normal|unremarkable)", r"otherwise (?:normal|unremarkable)(?! (?:sized? )?(?:heart|cardiac|cardiomediastinal|cardio mediastinal|mediastin|hil))",
         r"no longer (?:intubated|deviated)",
         r"(?:document|ensure|confirm|demonstrate|assess for|evaluate for|evaluation for|monitor for) (?:the )?(?:complete |interval )?resolution of",
         # a device 'in normal position' is present and well placed, not absent
@@ -189,13 +205,14 @@ TRIGGERS: dict[str, str] = {
                      r"(?:is |are |be )?not (?:be )?(?:entirely |completely |definitely )?(?:excluded|ruled out)",
                      r"(?:is |are |was |were |be )?(?:difficult|hard) to (?:entirely )?(?:exclude|rule out)"),
     "unc_b": _alt(
+        r"suspected(?= *(?:[.;,]|$))",  # 'trace effusion suspected.'
         r"(?:is|are|was|were|be|remains?) (?:also |still |now )?(?:possible|suspected|questioned|questionable|borderline|"
         r"considered|favou?red(?! over)|less likely|unlikely|(?:thought|felt|believed) (?:to be )?(?:less likely|unlikely)|not (?:favou?red|likely)|a possibility|obscured|not well (?:seen|visualized|evaluated|assessed)|"
         r"poorly (?:seen|visualized|evaluated|assessed)|difficult to (?:assess|evaluate|see))",
         r"not (?:well|clearly|optimally|fully|adequately|completely) (?:seen|visualized|evaluated|assessed|imaged|demonstrated)",
         r"(?:may|might|could|can) (?:also |still )?(?:be|have been) (?:\w+ )?(?:present|seen|noted|developing|possible|enlarged|increased|widened|prominent)",
         r"(?:is|are|was|were) (?:possibly|questionably|potentially)\b",
-        r"(?:is|are|was|were|be|remains?) (?:also |still )?(?:an? )?(?:diagnostic |differential |clinical )?(?:considerations?|concern)\b(?! (?:for|of|about)\b)",
+        r"(?:is|are|was|were|be|remains?) (?:also |still )?(?:an? |another )?(?:diagnostic |differential |clinical )?(?:considerations?|concern)\b(?! (?:for|of|about)\b)",
         r"not (?:\w+ )?appreciated", r"(?:cannot|can not|could not) be (?:adequately |well |fully )?(?:assessed|evaluated)",
         r"(?:may|might|could|can) (?:also )?have (?:a |an |this |the )?(?:similar )?appearance"),
     "neg_b": _alt(
@@ -204,28 +221,33 @@ TRIGGERS: dict[str, str] = {
         rf"no longer {_W}?(?:seen|present|visualized|visible|evident|identified|demonstrated|noted|apparent|detected|there|appreciated)",
         r"(?:is|are|was|were) (?:now )?(?:gone|absent)",
         rf"not {_W}{{0,2}}?(?:seen|identified|visualized|visible|present|evident|demonstrated|noted|apparent|detected|enlarged|widened|dilated)",
-        rf"(?:is|are|was|were|appears?|remains?|looks?|seems?|be|now|again|also) {_W}{{0,2}}?(?:normal|unremarkable|within normal limits|(?:(?:at|within) (?:the )?)?upper limits? of normal)",
+        rf"(?:is|are|was|were|appears?|remains?|looks?|seems?|be|now|again|also) {_W}{{0,2}}?(?:normal|unremarkable|within normal limits|within (?:the )?limits of normal|(?:(?:at|within) (?:the )?)?upper limits? of normal)\b",
+        r"(?:is|are) (?:(?!enlarg|widen|large|increas|promin|prominen)[\w-]+ ){1,4}and (?:otherwise )?(?:normal|unremarkable|within normal limits)",
         r"removal\b(?! of)", r"(?:has|have|had) not (?:since )?(?:recurred|re-?accumulated|returned|re-?developed)",
         r"(?:has|have) (?:now |since )?re-?expanded", r"\bnone\b", r"negative\b(?! for)"),
-    "neg_f": _alt(r"negative for", r"free of", r"clear of", r"rather than", r"rule out", r"r/o", r"to exclude",
+    "neg_f": _alt(r"otherwise (?:normal|unremarkable)(?= (?:sized? )?(?:heart|cardiac|cardiomediastinal|cardio mediastinal|mediastin|hil))",  # 'otherwise normal cardiac silhouette'
+                  r"normal (?!(?:(?:shape|contour|configuration|appearance),? (?:and )?)*size of the heart)"  # that is a mention: 'normal' reaches it
+                  r"(?:size|shape|contour|configuration|appearance)(?:,? (?:and )?(?:size|shape|contours?|configuration|appearance))* of (?:the )?",
+                  r"negative for", r"free of", r"clear of", r"rather than", r"rule out", r"r/o", r"to exclude",
                   r"\bexclude", r"(?:interval )?(?:resolution|removal|disappearance|absence|drainage|clearing) of",
                   r"lack of", r"history of", r"without", r"w/o", r"\bno\b", r"\bnot\b", r"\bnor\b", r"\bneither\b",
                   r"\babsent\b"),
-    "neg_fb": _alt(r"(?:(?:at|within) (?:the )?)?upper limits? of normal", r"within normal limits",
+    "neg_fb": _alt(r"(?:(?:at|within) (?:the )?)?upper limits? of normal", r"within normal limits", r"within (?:the )?limits of normal",
                    r"(?:top|upper|high|low)[\s-]normal", r"\bnormal\b", r"\bunremarkable\b", r"\bresolved\b"),
     "link": _alt(r"to (?:suggest|indicate|explain|account for)", r"that (?:would|might|could) (?:suggest|indicate)",
                  r"concerning for", r"suspicious (?:for|of)", r"suggestive of", r"worrisome for"),
     "unc_f": _alt(
-        r"possibl[ey]", r"probable\b", r"possibility of", r"questionabl[ey]", r"question of", r"suspect(?:ed|s)?",
+        r"possibl[ey]", r"probable\b", r"possibility of", r"questionabl[ey]", r"question(?: of)?", r"suspect(?:ed|s)?",
         r"suspicious(?: for| of)?", r"suspicion (?:for|of)", r"concern(?:ing)? (?:for|of)", r"worrisome(?: for)?",
         r"\bmay\b", r"\bmight\b", r"\bcould\b", r"suggest(?:s|ed|ive|ing|ion)?(?: of)?",
         r"differential (?:diagnosis )?(?:includes?|would include|of|considerations?)",
         r"differential\b[^.;]{0,60}?\binclud(?:es?|ing)\b",
         r"(?:evaluat(?:e|ion)|eval|assess(?:ment)?|check) (?:for\b|of\b(?! (?:the|this|these|that|known|previously)\b))",
-        r"favou?r(?:s|ed|ing)?\b", r"consider(?:ed)?\b", r"borderline", r"equivocal", r"presum(?:ed|ably|ptive)",
-        r"less likely", r"unlikely", r"more likely than",
+        r"favou?r(?:s|ed|ing)?\b", r"consider(?:ed)?\b", r"equivocal", r"presum(?:ed|ably|ptive)",
+        r"less likely", r"unlikely", r"more likely than", r"alternatively",
         r"(?:clinical(?:ly)? )?correlat\w* (?:clinically )?(?:for|to (?:assess|evaluate) for)",
         r"difficult to (?:assess|evaluate)", r"poorly (?:seen|visualized|evaluated|assessed)"),
+    "hedge_fb": r"borderline",  # 'borderline enlarged heart' and 'heart size borderline enlarged'
     "unc_fb": _alt(r"\bor\b", r"versus", r"\bvs\b", r"(?:(?:is|are) )?favou?red over"),
 }
 _CHAIN_TRIGGERS = {"link", "unc_fb"}  # may sit between two mentions of one list: 'no X or Y'
@@ -279,7 +301,7 @@ _BOUNDARY = re.compile(
     r"(?P<after>\b(?:is|are|was|were) (?:seen|noted|present|identified|demonstrated|evident|visualized|detected)\b)"
     r"|(?P<before>\.(?!\d)|[;?!]|\b(?:but|however|although|though|whereas|yet|except|aside from|apart from|other than|"
     r"which|while|and (?=(?:the|there|this|these|it|its|a|an)\b)|there (?:is|are|was|were|has been|have been)|"
-    r"with|status post|s/p|after|following|since)\b"
+    r"(?<!compatible )(?<!consistent )(?<!keeping )with|status post|s/p|after|following|since)\b"
     r"|,\s*(?:and\s+)?(?=(?:the|there|this|these|it|its|a|an)\b))")
 _CUE = re.compile(r"enlarg\w*|widen\w*|\blarge\b|larger|increas\w*|prominen\w*|dilat\w*|\bbig\b")
 _WORD = re.compile(r"[a-z0-9][\w-]*")
@@ -296,7 +318,15 @@ _LIST_END = re.compile(r",?\s*(?:or|nor|and)\b")  # what closes a 'no X, Y, ...'
 _BUT_SAME = re.compile(r"but (?:still |now |also )?(?:remains?|is|are|stays?|still)\b")  # 'X has decreased but remains enlarged'
 _TIP_OF = re.compile(r"\b(?:tip|end) of (?:the |a |an )?(?:[\w-]+ ){0,3}$")
 _TIP_AFTER = re.compile(r" (?:tips?|end)\b")  # 'the enteric tube tip is not seen'
-_OTHERWISE = re.compile(r" (?:is|are|remains?|appears?) otherwise (?:normal|unremarkable)\b")
+_OTHERWISE = re.compile(r" (?:and (?:the )?[\w-]+ )?(?:(?:is|are|remains?|appears?) )?otherwise (?:normal|unremarkable)\b")
+_ITEM_MODIFIER = re.compile(r"suspicious\b(?! (?:for|of)\b)")  # an adjective, not 'suspicious for'
+_ITEM_START = re.compile(r",\s*(?:(?:and|or|nor)\s+)?|\s+(?:and|or|nor)\s+")  # what opens a later item of a list
+# 'no recent, displaced fracture': a comma between the adjectives of one noun phrase
+_ADJ_COMMA = re.compile(r" ?(?:[a-z-]+ ){0,2}[a-z-]+, (?:[a-z-]+ ){1,3}")
+# 'Negative for A, B, C.': a list with no conjunction that runs to the sentence end
+_LIST_TAIL = re.compile(r"\s*(?:[a-z-]+\s+){0,2}?(?:[.;]|$)")
+# 'X, Y and Z are within normal limits': the subject's other members before a plural verb
+_PLURAL_TRIG = re.compile(r"(?:are|were|appear|remain|look|seem)\b")
 _HEAD_ONLY = re.compile(r"\s*(?:process(?:es)?|abnormalit(?:y|ies)|disease)\s*")  # 'infectious process| cannot be excluded'
 
 def _clause_bounds(t: str) -> list[int]:
@@ -306,9 +336,11 @@ def _clause_bounds(t: str) -> list[int]:
 # %% ../../nbs/30_evaluation.labeler.ipynb #e676771e
 class _Doc:
     "A cleaned report with its clause boundaries, mention units and triggers, for scoping."
-    def __init__(self, t: str, bounds: list[int], units: list, triggers: list, devices: list[bool] | None = None):
+    def __init__(self, t: str, bounds: list[int], units: list, triggers: list, devices: list[bool] | None = None,
+                 neutral: list[bool] | None = None):
         self.t, self.bounds, self.units, self.triggers = t, bounds, units, triggers
         self.u_dev = devices or [False] * len(units)  # unit is a device mention only
+        self.u_neutral = neutral or [False] * len(units)  # unit is a size / contour phrase only
         self.u_start = [u[0] for u in units]
         self.u_clause = [bisect_right(bounds, u[0]) for u in units]
         self.tr_start = [x[0] for x in triggers]
@@ -320,8 +352,17 @@ class _Doc:
         for k in range(bisect_left(self.tr_start, a), bisect_left(self.tr_start, b)):
             c = self.tr_cls[k]
             if c in _CHAIN_TRIGGERS: linked = True
-            elif not first or c not in _MODIFIER_TRIGGERS: return True, linked
+            elif first and c in _MODIFIER_TRIGGERS: continue
+            # 'no X, suspicious Y, or Z': an adjective opening a later item of the list, not a hedge of its own
+            elif not (c == "unc_f" and _ITEM_MODIFIER.match(self.t, self.tr_start[k]) and _ITEM_START.fullmatch(self.t, a, self.tr_start[k])):
+                return True, linked
         return False, linked
+
+    def _list_subject(self, gap: str, tc: int, ts: int) -> bool:
+        "Whether `gap` (before a plural verb at `ts`) ends a list subject: 'A, B and C are', or 'A, B, C are' with no degree word."
+        if _CONJ.search(gap): return True
+        head = self.t[self.bounds[tc - 1] if tc > 0 else 0:ts]
+        return head.count(",") >= 2 and not _DEGREE.search(head) and not _CUE.search(head)
 
     def scope(self, trig, direction: int, first_words: int = 6, first_comma: bool = False) -> list[int]:
         "Indices of the mention units that `trig` reaches going `direction` (+1 forward, -1 back)."
@@ -343,7 +384,16 @@ class _Doc:
                 if blocked: break
                 w = len(_WORD.findall(gap))
                 if first:
-                    if w > first_words or ("," in gap and not first_comma): break
+                    comma_ok = first_comma or (  # 'no recent, displaced fracture'; 'A, B and C are normal'
+                        ("," in gap and direction > 0 and trig[2] == "neg_f" and _ADJ_COMMA.fullmatch(gap)
+                         and not _DEGREE.search(gap, gap.rfind(",")))
+                        or (direction < 0 and trig[2] == "neg_b" and _PLURAL_TRIG.match(self.t, ts)
+                            and not _VERB.search(gap) and w <= 8 and self._list_subject(gap, tc, ts))
+                        # 'cardiac silhouette, pulmonary vessels within normal limits': a size phrase in a list of two
+                        or (direction < 0 and trig[2] in ("neg_b", "neg_fb") and self.u_neutral[i] and gap.count(",") == 1
+                            and not _VERB.search(gap) and w <= 4))
+                    if direction < 0 and comma_ok and not first_comma: conj = True  # the list subject was checked
+                    if w > (8 if comma_ok and direction < 0 else first_words) or ("," in gap and not comma_ok): break
                     # a head noun closes a phrase the trigger precedes ('no acute process mild cardiomegaly'), but a
                     # trigger after the phrase reaches back through its own head ('infectious process is not excluded')
                     if _HEAD.search(gap) and not (direction < 0 and _HEAD_ONLY.fullmatch(gap)): break
@@ -369,14 +419,21 @@ class _Doc:
             prev = ue if direction > 0 else us
             i += direction
         # 'no X, Y, or acute osseous abnormality': the list closed on a non-finding, and Y still belongs to it
-        # (but not 'no X, small Y and ...': a degree starts a statement of its own)
-        if (pending and (i >= n or self.u_clause[i] != tc) and _LIST_END.match(self.t, units[pending[-1]][1])
-                and not _DEGREE.search(self.t, units[out[-1]][1] if out else units[pending[0]][0], units[pending[-1]][1])):
-            out.extend(pending)
+        # (but not 'no X, small Y and ...': a degree starts a statement of its own); so does a comma list with no
+        # conjunction that runs to the sentence end ('negative for X, Y, Z.'), up to its first degree word
+        if pending and (i >= n or self.u_clause[i] != tc):
+            start, end = units[out[-1]][1] if out else units[pending[0]][0], units[pending[-1]][1]
+            if _LIST_END.match(self.t, end):
+                if not _DEGREE.search(self.t, start, end): out.extend(pending)
+            elif direction > 0 and trig[2] in ("neg_f", "preneg_f", "unc_f", "neg_fb") and _LIST_TAIL.match(self.t, end):
+                for j in pending:  # up to the first degree or size word: 'normal heart size, widened mediastinum'
+                    if _DEGREE.search(self.t, start, units[j][1]) or _CUE.search(self.t, start, units[j][1]): break
+                    out.append(j); start = units[j][1]
         return out
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #df2ffb94
 POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
+_BARE = "uncertain: size or contour without 'enlarged' or 'normal'"
 
 @dataclass
 class Mention:
@@ -399,6 +456,7 @@ def _decide(m: Mention, flags: dict, doc: _Doc, ui: int) -> None:
     elif m.kind == "neutral":  # size / contour: positive only next to an enlargement word in its clause
         c, (us, ue) = doc.u_clause[ui], doc.units[ui][:2]
         lo = max(us - 40, doc.bounds[c - 1] if c > 0 else 0)
+        lo = max(lo, doc.t.rfind(",", lo, us) + 1)  # 'enlarged heart, unchanged mediastinal contour': not the mediastinum's cue
         end = doc.bounds[c] if c < len(doc.bounds) else len(doc.t)
         if _BUT_SAME.match(doc.t, end):  # the size word may sit in a 'but' clause that goes on about the same subject
             hi = doc.bounds[c + 1] if c + 1 < len(doc.bounds) else len(doc.t)
@@ -406,14 +464,14 @@ def _decide(m: Mention, flags: dict, doc: _Doc, ui: int) -> None:
         cue = _CUE.search(doc.t, lo, hi)
         if _OTHERWISE.match(doc.t, ue): m.label, m.rule = NEGATIVE, "negated: 'otherwise normal'"
         elif cue: m.label, m.rule = POSITIVE, f"positive: '{cue.group(0)}'"
-        else: m.label, m.rule = UNCERTAIN, "uncertain: size or contour without 'enlarged' or 'normal'"
+        else: m.label, m.rule = UNCERTAIN, _BARE
     else: m.label, m.rule = POSITIVE, "positive"
 
 _SCOPES = {  # trigger class -> (flag, [(direction, words allowed before the first mention, comma allowed there)])
     "preneg_f": ("preneg", [(1, 6, False)]), "preneg_b": ("preneg", [(-1, 6, False)]),
     "neg_f": ("neg", [(1, 6, False)]), "neg_b": ("neg", [(-1, 6, False)]),
     "unc_f": ("unc", [(1, 6, False)]), "link": ("unc", [(1, 6, False)]), "unc_b": ("unc", [(-1, 6, False)]),
-    "unc_fb": ("unc", [(1, 3, False), (-1, 3, True)]),
+    "unc_fb": ("unc", [(1, 3, False), (-1, 3, True)]), "hedge_fb": ("unc", [(1, 6, False), (-1, 3, False)]),
 }
 
 def extract_mentions(text: str) -> list[Mention]:
@@ -460,7 +518,8 @@ def _scope_mentions(t: str, mentions: list[Mention], merge_adjacent: bool = Fals
         else: units.append([mm.start, mm.end, [j]])
     bounds = _clause_bounds(t)
     trigs = [(m.start(), m.end(), m.lastgroup, bisect_right(bounds, m.start())) for m in _TRIGGER_RE.finditer(t)]
-    doc = _Doc(t, bounds, units, trigs, [all(mentions[j].observation == "Support Devices" for j in u[2]) for u in units])
+    doc = _Doc(t, bounds, units, trigs, [all(mentions[j].observation == "Support Devices" for j in u[2]) for u in units],
+               [all(mentions[j].kind == "neutral" for j in u[2]) for u in units])
     flags = [dict() for _ in units]  # unit -> {'preneg' | 'neg' | 'unc': trigger text}
     for trig in trigs:
         cls = trig[2]
@@ -486,9 +545,11 @@ def label_report(text: str) -> dict[str, float]:
     if not isinstance(text, str):
         raise LabelerInputError(f"label_report expects a report string, got {type(text).__name__} ({text!r:.40})")
     out = dict.fromkeys(CHEXPERT_LABELS, math.nan)
-    finding = False
+    finding, bare = False, set()
     for m in extract_mentions(text):
         obs, lab = m.observation, m.label
+        if m.rule == _BARE:  # 'heart size is stable': uncertain only when nothing else in the report says more
+            bare.add(obs); continue
         if lab != NEGATIVE and obs != "Support Devices": finding = True
         found = [(obs, lab)]
         if obs == "Edema" and lab != NEGATIVE and _CHF.fullmatch(m.text): found.append(("Cardiomegaly", UNCERTAIN))
@@ -496,6 +557,8 @@ def label_report(text: str) -> dict[str, float]:
             if o == OTHER_FINDING: continue
             cur = out[o]
             if cur != cur or _RANK[l] > _RANK[cur]: out[o] = l  # positive > uncertain > negative
+    for obs in bare:
+        if out[obs] != out[obs]: out[obs], finding = UNCERTAIN, True
     if not finding: out["No Finding"] = POSITIVE
     return out
 
