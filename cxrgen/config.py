@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -157,6 +158,17 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     if not 0 < g.top_p <= 1: errs.append(f"generation.top_p={g.top_p!r}: must be in (0, 1]")
     if g.repetition_penalty <= 0: errs.append(f"generation.repetition_penalty={g.repetition_penalty!r}: must be > 0")
     if t.freeze_decoder and t.stage != 1: errs.append("train.freeze_decoder=True: only valid with train.stage=1")
+    for k in ("data.max_train_samples", "data.max_eval_samples", "train.max_eval_batches"):  # caps: null (no cap) or >= 1
+        v = _get(cfg, k)
+        if v is not None and not v >= 1: errs.append(f"{k}={v!r}: must be >= 1, or null for no cap")
+    if not 0 <= t.seed < 2**32: errs.append(f"train.seed={t.seed!r}: must be in [0, 2**32)")
+    for name, grp in (("data", d), ("model", cfg.model), ("train", t), ("generation", g)):  # NaN/inf slip through comparisons
+        for f in fields(grp):
+            v = getattr(grp, f.name)
+            if isinstance(v, float) and not math.isfinite(v): errs.append(f"{name}.{f.name}={v!r}: must be a finite number")
+    rn = str(cfg.run_name)
+    if rn in ("", ".", "..") or "/" in rn or "\\" in rn or rn != rn.strip() or rn.startswith("."):
+        errs.append(f"run_name={rn!r}: must be one folder name (no '/', '\\', leading '.' or '..'): runs go to output_dir/run_name")
     if errs: raise ConfigError("Invalid configuration:\n  " + "\n  ".join(errs))
     return cfg
 
