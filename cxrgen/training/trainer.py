@@ -573,6 +573,7 @@ def fit(self: Trainer) -> dict:
     win = {"loss": 0.0, "tokens": 0, "samples": 0, "seconds": 0.0, "gn": 0.0, "n": 0}
     last_loss, consecutive_bad = None, 0
     stop = st.get("stop_reason") or ("max_steps" if st["global_step"] >= self.total_steps else None)
+    self.logger.log({"type": "start", "step": st["global_step"], "total_steps": self.total_steps, "stage": t.stage})  # for live progress
     mark = time.perf_counter()
     while stop is None:
         epoch = st["epoch"]
