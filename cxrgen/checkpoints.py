@@ -180,7 +180,10 @@ def load_model(ckpt: str | Path, map_location="cpu", tokenizer=None):
     from cxrgen.models.report_generator import ReportGenerator
     ckpt = check_checkpoint(ckpt)
     try: return ReportGenerator.from_pretrained(ckpt, tokenizer=tokenizer, map_location=map_location)
-    except CxrgenError: raise
+    except CxrgenError as e:
+        if str(ckpt) in str(e): raise
+        raise CheckpointError(f"cannot load the checkpoint in {ckpt}: {e} ({ckpt / MODEL_CONFIG} and the files beside it "
+                              f"must come from one save_pretrained call): {_advice(ckpt)}") from None
     except Exception as e:
         raise CheckpointError(f"cannot load the checkpoint in {ckpt} ({type(e).__name__}: {str(e)[:300]}); the folder must hold the "
                               "files ReportGenerator.save_pretrained writes (config.json, model.safetensors, tokenizer files) "

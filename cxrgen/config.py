@@ -306,16 +306,20 @@ def load_config(source: str | Path | dict | None = "default", overrides=None) ->
     elif source is None or str(source) in PRESETS: cfg = get_preset(str(source or "default"))
     else:
         p = Path(source)
+        if p.is_dir(): raise ConfigError(f"config file {str(p)!r} is a folder; pass a .json/.yaml file or a preset {list(PRESETS)}")
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} not found; pass an existing .json/.yaml file or a preset {list(PRESETS)}")
-        text = p.read_text()
         try:
+            text = p.read_text(encoding="utf-8")
             if p.suffix.lower() in (".yaml", ".yml"):
                 import yaml
                 d = yaml.safe_load(text) or {}
             else: d = json.loads(text)
         except Exception as e:
             raise ConfigError(f"config file {str(p)!r} could not be parsed ({type(e).__name__}: {e}); fix its syntax") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"config file {str(p)!r} holds a {type(d).__name__}, not a mapping of settings "
+                              "(e.g. {\"train\": {\"lr\": 1e-4}}); fix its content")
         try: cfg = load_config(d)
         except ConfigError as e: raise ConfigError(f"in {p}: {e}") from None
     return apply_overrides(cfg, overrides) if overrides else cfg

@@ -37,6 +37,7 @@ _FIXES = {
     errno.ENOENT: ("no such file or folder", "check the path"),
     errno.ENOTDIR: ("a part of the path is a file, not a folder", "check the path"),
     errno.EISDIR: ("it is a folder, not a file", "pass a file path"),
+    errno.EEXIST: ("a file is in the way of a folder (or a folder of a file)", "choose another path or move the file away"),
     errno.EIO: ("an input/output error (failing disk or network share)", "check the disk, then retry"),
 }
 
@@ -50,6 +51,9 @@ def describe_io_error(e: BaseException, path: str | Path | None = None) -> str:
     "One line for an I/O failure: what happened, on which file, and how to fix it."
     n = io_errno(e)
     path = path or getattr(e, "filename", None)
+    if path:  # name the file the user asked for, not the temporary sibling an atomic write was filling
+        m = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]{6,12}\.tmp", Path(path).name)
+        if m: path = Path(path).with_name(m.group(1))
     where = f" ({path})" if path else ""
     if n in _FIXES:
         what, fix = _FIXES[n]
