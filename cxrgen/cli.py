@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -242,6 +243,9 @@ def main(argv=None) -> int:
     except CxrgenError as e:
         print(f"{cmd}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `cxrgen infer single ... | head`: the reader left; nothing to report (as `cat` does)
+        with contextlib.suppress(OSError, ValueError): os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(f"{cmd}: interrupted; finished work is kept (re-run to resume)", file=sys.stderr)
         return 130

@@ -222,3 +222,14 @@ def test_this_repo_is_clean_and_ignores_the_data_root():
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, f"{path} is not ignored"
     ini = (ROOT / "settings.ini").read_text()
     assert "allowed_cell_metadata_keys = tags" in ini  # clear_all = True would drop papermill's `parameters` tag
+
+
+# ---- further: a closed pipe (`| head`) is not an error --------------------------------------------------------------------
+def test_broken_pipe_is_quiet(smoke):
+    d, ckpt, _ = smoke
+    img = next((d / "data" / "images").rglob("*.jpg"))
+    p = subprocess.Popen([CXRGEN, "infer", "single", "--image", str(img), "--checkpoint", str(ckpt), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    p.stdout.close()  # the reader goes away before the report is printed
+    err = p.stderr.read().decode(); p.wait(timeout=300)
+    assert p.returncode == 141 and "Traceback" not in err and "error" not in err.lower(), (p.returncode, err[-2000:])
