@@ -233,3 +233,35 @@ def test_broken_pipe_is_quiet(smoke):
     p.stdout.close()  # the reader goes away before the report is printed
     err = p.stderr.read().decode(); p.wait(timeout=300)
     assert p.returncode == 141 and "Traceback" not in err and "error" not in err.lower(), (p.returncode, err[-2000:])
+
+
+# ---- item 9: the no-cache hint names a command that exists --------------------------------------------------------------
+def test_no_cache_hint_names_a_real_command(smoke, tmp_path):
+    import logging
+    from cxrgen.data.dataloader import build_dataloaders
+    from cxrgen.data.reports import load_tokenizer
+    from cxrgen.cli import build_parser
+    _, _, cfg = smoke
+    cfg = cfg.copy(); cfg.data.cache_dir = str(tmp_path / "no_cache")
+    msgs = []
+    h = logging.Handler(); h.emit = lambda r: msgs.append(r.getMessage())
+    logging.getLogger("cxrgen").addHandler(h)
+    try: build_dataloaders(cfg, load_tokenizer(cfg.data.tokenizer), splits=("test",))
+    finally: logging.getLogger("cxrgen").removeHandler(h)
+    hint = [m for m in msgs if "no image cache" in m]
+    assert hint and "`cxrgen preprocess --mimic_dir" in hint[0], msgs
+    assert "preprocess" in build_parser()._subparsers._group_actions[0].choices  # ... and that command exists
+
+
+# ---- item 12: a papermill stage shows its progress in the terminal ------------------------------------------------------
+def test_run_notebook_prints_stage_progress(smoke, tmp_path, capsys):
+    from cxrgen.pipeline import run_notebook
+    d, _, cfg = smoke
+    run_notebook("90_train.ipynb", tmp_path / "s1", {
+        "stage": 1, "preset": "demo", "mimic_dir": cfg.data.mimic_dir, "output_dir": str(tmp_path), "run_name": "s1",
+        "max_steps": 3, "batch_size": 4, "n_samples": 1,
+        "overrides": ["data.image_size=64", "data.cache_size=64", "data.max_length=48", "data.vocab_size=300", "data.num_workers=0",
+                      "train.eval_every=3", "train.max_eval_batches=1", "train.log_every=1", "generation.max_new_tokens=4"]})
+    err = capsys.readouterr().err
+    final = [l for l in err.splitlines() if l.startswith("s1: step")]
+    assert final and final[-1].startswith("s1: step 3/3 (100%), loss ") and "elapsed" in final[-1], err[-2000:]
