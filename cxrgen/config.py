@@ -18,8 +18,8 @@ from .core import CxrgenError, atomic_write_json
 
 # %% auto #0
 __all__ = ['PRESETS', 'ConfigError', 'DataConfig', 'ModelConfig', 'TrainConfig', 'GenerationConfig', 'RunConfig',
-           'validate_config', 'config_from_dict', 'get_preset', 'parse_overrides', 'apply_overrides', 'load_config',
-           'save_config', 'resolve_path', 'csv_path', 'run_dir']
+           'validate_config', 'run_name_problem', 'config_from_dict', 'get_preset', 'parse_overrides',
+           'apply_overrides', 'load_config', 'save_config', 'resolve_path', 'csv_path', 'run_dir']
 
 # %% ../nbs/01_config.ipynb #5367ade2
 class ConfigError(CxrgenError, ValueError):
@@ -166,11 +166,17 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         for f in fields(grp):
             v = getattr(grp, f.name)
             if isinstance(v, float) and not math.isfinite(v): errs.append(f"{name}.{f.name}={v!r}: must be a finite number")
-    rn = str(cfg.run_name)
-    if rn in ("", ".", "..") or "/" in rn or "\\" in rn or rn != rn.strip() or rn.startswith("."):
-        errs.append(f"run_name={rn!r}: must be one folder name (no '/', '\\', leading '.' or '..'): runs go to output_dir/run_name")
+    if run_name_problem(cfg.run_name): errs.append(f"run_name={cfg.run_name!r}: {run_name_problem(cfg.run_name)}")
     if errs: raise ConfigError("Invalid configuration:\n  " + "\n  ".join(errs))
     return cfg
+
+# %% ../nbs/01_config.ipynb #55d7824c
+def run_name_problem(name: str) -> str | None:
+    "Why `name` cannot name a run folder inside `output_dir` (None when it can)."
+    n = str(name)
+    if n in ("", ".", "..") or "/" in n or "\\" in n or n != n.strip() or n.startswith(".") or "\0" in n:
+        return "must be one folder name (no '/', '\\', leading '.' or '..'): runs go to output_dir/run_name"
+    return None
 
 # %% ../nbs/01_config.ipynb #8750950b
 _GROUPS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "generation": GenerationConfig}

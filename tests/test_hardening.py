@@ -265,3 +265,11 @@ def test_run_notebook_prints_stage_progress(smoke, tmp_path, capsys):
     err = capsys.readouterr().err
     final = [l for l in err.splitlines() if l.startswith("s1: step")]
     assert final and final[-1].startswith("s1: step 3/3 (100%), loss ") and "elapsed" in final[-1], err[-2000:]
+
+
+def test_evaluate_notebook_run_name_stays_inside_outputs(tmp_path):
+    "The evaluation notebook's run_name is checked like the CLI's (it used to write to outputs/../..)."
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError, match="must be one folder name"):
+        pm.execute_notebook(str(ROOT / "nbs" / "91_evaluate.ipynb"), str(tmp_path / "91.ipynb"), parameters={"run_name": "../.."},
+                            kernel_name="python3", cwd=str(ROOT / "nbs"), progress_bar=False)
