@@ -37,7 +37,7 @@ def _advice(ckpt: Path) -> str:
         for n in [m for m in CHECKPOINT_NAMES if m != name] + [f".{name}.old"]:
             if (ckpt.parent / n).is_dir() and (ckpt.parent / n) != ckpt: alts.append(str(ckpt.parent / n))
     use = f"pass {' or '.join(alts)} instead, or " if alts else ""
-    if name == "last" and ckpt.name == "last" and any(a.endswith(".last.old") for a in alts):
+    if ckpt.name == "last" and any(a.endswith(".last.old") for a in alts):
         use += "to resume from .last.old, move last away and rename .last.old to last; or "
     return (f"{use}re-run the training that wrote it (cxrgen train ... --overwrite replaces the run); "
             "a checkpoint copied by hand may be incomplete: copy the whole folder again")
