@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 
-.PHONY: install demo test check-sync nbtest pytest export clean-nbs bench lab readme-figures
+.PHONY: install demo test check-sync guard nbtest pytest export clean-nbs bench lab readme-figures
 
 $(BIN)/.installed: settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,15 @@ demo: install
 	$(BIN)/cxrgen demo
 
 # Fails when nbdev_export or nbdev_clean would change a tracked file (cxrgen/ and the
-# notebooks must be committed exported and clean), then runs the notebook tests and pytest.
-test: install check-sync nbtest pytest
+# notebooks must be committed exported and clean), or when git holds notebook outputs or data
+# files (guard), then runs the notebook tests and pytest.
+test: install check-sync guard nbtest pytest
+
+# MIMIC-CXR is credentialed: no committed notebook may carry outputs, no data file may be tracked
+# outside nbs/images/ (.ci/guard_data.py; the same check runs as a git pre-commit hook after
+# `git config core.hooksPath .githooks`).
+guard:
+	@$(PYTHON) .ci/guard_data.py
 
 check-sync: install
 	@before=$$(git diff -- cxrgen nbs README.md | sha1sum; git status --porcelain -- cxrgen nbs README.md | sha1sum); \
@@ -52,7 +59,7 @@ pytest: install
 # cxrgen/ and README.md are generated from nbs/ (README from nbs/index.ipynb; nbdev 2's
 # nbdev_readme needs Quarto, so nbconvert renders it).
 export: install
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+	$(BIN)/nbdev_export && $(BIN)/python .ci/guard_data.py --fix && $(BIN)/nbdev_clean
 	$(BIN)/jupyter nbconvert --log-level ERROR --to markdown --stdout nbs/index.ipynb > README.md.tmp && mv README.md.tmp README.md
 
 # The README's pictures come from the demo's evaluation: refresh them after `make demo` when its figures change.

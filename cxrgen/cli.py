@@ -6,17 +6,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from .config import CxrgenError, apply_overrides, load_config, resolve_path, run_dir
-from .core import get_logger, project_root
+from .core import describe_io_error, get_logger, io_errno, project_root
 
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['BUG_REPORTS', 'int_at_least', 'build_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #d66a003e
 def _add_config_args(p: argparse.ArgumentParser):
@@ -36,7 +38,7 @@ def _config(args, extra: dict | None = None, base=None):
 
 def _saved_config(path):
     "The config saved with a run or checkpoint folder, or None (no folder, no config)."
-    from cxrgen.training.trainer import checkpoint_run_config, find_checkpoint
+    from cxrgen.checkpoints import checkpoint_run_config, find_checkpoint
     p = resolve_path(path)
     if not p.exists(): return None
     try: ck = find_checkpoint(p, prefer="last")
@@ -123,6 +125,19 @@ def _cmd_demo(args):
     from cxrgen.pipeline import run_demo
     run_demo(out_dir=args.out, n_studies=args.n_studies, seed=args.seed, notebooks=not args.no_notebooks)
 
+# %% ../nbs/50_cli.ipynb #df63179a
+def int_at_least(lo: int):
+    "An argparse `type` accepting whole numbers >= `lo`."
+    def parse(s: str) -> int:
+        try: v = int(s)
+        except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+        if v < lo: raise argparse.ArgumentTypeError(f"{v} is out of range: must be >= {lo}")
+        return v
+    parse.__name__ = f"whole number >= {lo}"
+    return parse
+
+_POS, _NONNEG = int_at_least(1), int_at_least(0)
+
 # %% ../nbs/50_cli.ipynb #6c348675
 def build_parser() -> argparse.ArgumentParser:
     "The `cxrgen` argument parser with all subcommands."
@@ -133,10 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help="write a synthetic dataset in the exact MIMIC-CXR layout",
                        description="Write a synthetic MIMIC-CXR(-JPG) dataset (images/, reports/, the five official CSVs) whose images show what their reports say.")
     s.add_argument("--out", default="data_cache/synthetic", help="output folder (default: data_cache/synthetic)")
-    s.add_argument("--n_studies", type=int, default=600, help="number of studies (default: 600)")
-    s.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same dataset")
-    s.add_argument("--image_size", type=int, default=512, help="long side of the images in pixels (default: 512)")
-    s.add_argument("--num_workers", type=int, default=None, help="processes for rendering (default: all cores)")
+    s.add_argument("--n_studies", type=_POS, default=600, help="number of studies (default: 600)")
+    s.add_argument("--seed", type=_NONNEG, default=0, help="random seed; the same seed writes the same dataset")
+    s.add_argument("--image_size", type=_POS, default=512, help="long side of the images in pixels (default: 512)")
+    s.add_argument("--num_workers", type=_POS, default=None, help="processes for rendering (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace a different synthetic dataset already in --out")
     s.set_defaults(func=_cmd_synth)
 
@@ -147,10 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--views", default=None, help="comma-separated ViewPosition values to keep (default: PA,AP); "
                    "'all' keeps every view; an empty item (PA,AP,) also keeps images whose ViewPosition is blank")
     s.add_argument("--section", default="findings", choices=["findings", "impression", "findings_impression"], help="target section; studies without it are dropped")
-    s.add_argument("--minimal", type=int, default=None, metavar="N", help="also write mimic-cxr-list-minimal.csv with N studies per split")
+    s.add_argument("--minimal", type=_POS, default=None, metavar="N", help="also write mimic-cxr-list-minimal.csv with N studies per split")
     s.add_argument("--cache_dir", default="data_cache", help="where the resized image cache goes (default: data_cache)")
-    s.add_argument("--cache_size", type=int, default=256, help="shorter side of cached images; 0 skips the cache (default: 256)")
-    s.add_argument("--num_workers", type=int, default=None, help="processes for the cache (default: all cores)")
+    s.add_argument("--cache_size", type=_NONNEG, default=256, help="shorter side of cached images; 0 skips the cache (default: 256)")
+    s.add_argument("--num_workers", type=_POS, default=None, help="processes for the cache (default: all cores)")
     s.add_argument("--retry_bad", action="store_true", help="decode the images listed in bad_images.csv again "
                    "(those whose file changed since are retried anyway)")
     s.set_defaults(func=_cmd_preprocess)
@@ -175,11 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["train", "validate", "test"], help="split to evaluate (default: test)")
     _add_config_args(s)
     s.add_argument("--output_dir", default=None, help="where metrics, reports and plots go (default: the run folder)")
-    s.add_argument("--max_samples", type=int, default=None, help="evaluate at most N studies")
+    s.add_argument("--max_samples", type=_POS, default=None, help="evaluate at most N studies")
     s.add_argument("--no_bootstrap", action="store_true", help="skip the bootstrap confidence intervals")
-    s.add_argument("--num_beams", type=int, default=None, help="beam width (default: the config's generation.num_beams)")
-    s.add_argument("--max_new_tokens", type=int, default=None, help="report length limit in tokens (default: the config's)")
-    s.add_argument("--batch_size", type=int, default=None, help="studies per generation batch (default: train.batch_size)")
+    s.add_argument("--num_beams", type=_POS, default=None, help="beam width (default: the config's generation.num_beams)")
+    s.add_argument("--max_new_tokens", type=_POS, default=None, help="report length limit in tokens (default: the config's)")
+    s.add_argument("--batch_size", type=_POS, default=None, help="studies per generation batch (default: train.batch_size)")
     s.add_argument("--no_bertscore", action="store_true", help="skip BERTScore (its model loads from the local cache)")
     s.add_argument("--meteor", action="store_true", help="also METEOR, with the reference Java jar (needs java on PATH)")
     s.add_argument("--no_baselines", action="store_true", help="skip the constant-report and nearest-neighbour baselines")
@@ -190,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     isub = s.add_subparsers(dest="infer_mode", metavar="MODE", required=True)
     def _dec(q):
         q.add_argument("--checkpoint", required=True, help="checkpoint folder")
-        q.add_argument("--num_beams", type=int, default=None, help="beam width (default: the checkpoint's)")
-        q.add_argument("--max_new_tokens", type=int, default=None, help="report length limit in tokens")
-        q.add_argument("--no_repeat_ngram_size", type=int, default=None, help="forbid repeating n-grams of this size")
+        q.add_argument("--num_beams", type=_POS, default=None, help="beam width (default: the checkpoint's)")
+        q.add_argument("--max_new_tokens", type=_POS, default=None, help="report length limit in tokens")
+        q.add_argument("--no_repeat_ngram_size", type=_NONNEG, default=None, help="forbid repeating n-grams of this size")
     q = isub.add_parser("single", help="one image: print its report", description="Print the report for one image.")
     q.add_argument("--image", required=True, help="image file (.jpg, .png, .dcm)")
     q.add_argument("--json", action="store_true", help="print report, CheXpert labels and timing as JSON")
@@ -201,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Generate reports for every image under a folder (recursively); resumable.")
     q.add_argument("--image_dir", required=True, help="folder searched recursively for images")
     q.add_argument("--output_dir", required=True, help="output folder (reports.csv, errors.csv, one .txt per image)")
-    q.add_argument("--batch_size", type=int, default=8, help="images per generation batch (default: 8)")
+    q.add_argument("--batch_size", type=_POS, default=8, help="images per generation batch (default: 8)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing output of another job")
     _dec(q)
     s.set_defaults(func=_cmd_infer)
@@ -209,25 +224,39 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="the whole pipeline end to end on synthetic data",
                        description="Synthetic dataset -> preprocessing -> stage 1 -> stage 2 -> evaluation on the test split, as papermill runs of the notebooks, into outputs/demo/.")
     s.add_argument("--out", default="outputs/demo", help="demo output folder (default: outputs/demo)")
-    s.add_argument("--n_studies", type=int, default=None, help="synthetic studies (default: the demo's size)")
-    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--n_studies", type=_POS, default=None, help="synthetic studies (default: the demo's size)")
+    s.add_argument("--seed", type=_NONNEG, default=0, help="random seed")
     s.add_argument("--no_notebooks", action="store_true", help="call the library directly instead of papermill")
     s.set_defaults(func=_cmd_demo)
     return p
 
 # %% ../nbs/50_cli.ipynb #c66d1cf5
+BUG_REPORTS = "https://github.com/cxrgen/cxrgen/issues"
+
 def main(argv=None) -> int:
-    "Entry point of the `cxrgen` console command."
+    "Entry point of the `cxrgen` console command: expected failures print one line (exit 2), a bug keeps its traceback (exit 1)."
     args = build_parser().parse_args(argv)
     get_logger()
+    cmd = f"cxrgen {args.command}{' ' + args.infer_mode if getattr(args, 'infer_mode', None) else ''}"
     try:
         args.func(args)
     except CxrgenError as e:
-        print(f"cxrgen {args.command}: error: {e}", file=sys.stderr)
+        print(f"{cmd}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `cxrgen infer single ... | head`: the reader left; nothing to report (as `cat` does)
+        with contextlib.suppress(OSError, ValueError): os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
-        print(f"cxrgen {args.command}: interrupted; finished work is kept (re-run to resume)", file=sys.stderr)
+        print(f"{cmd}: interrupted; finished work is kept (re-run to resume)", file=sys.stderr)
         return 130
+    except Exception as e:
+        if isinstance(e, OSError) or io_errno(e) is not None:  # disk full, permission, read-only, missing file: the user's to fix
+            print(f"{cmd}: error: {describe_io_error(e)}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(f"{cmd}: internal error ({type(e).__name__}): this is a bug in cxrgen {__import__('cxrgen').__version__}, "
+              f"not in your data or settings; please report it with the traceback above at {BUG_REPORTS}", file=sys.stderr)
+        return 1
     return 0
 
 # %% ../nbs/50_cli.ipynb #633b3f64

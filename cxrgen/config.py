@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -17,8 +18,8 @@ from .core import CxrgenError, atomic_write_json
 
 # %% auto #0
 __all__ = ['LEGACY_MODEL_FIELDS', 'PRESETS', 'ConfigError', 'DataConfig', 'ModelConfig', 'TrainConfig', 'GenerationConfig',
-           'RunConfig', 'validate_config', 'config_from_dict', 'with_legacy_fields', 'get_preset', 'parse_overrides',
-           'apply_overrides', 'load_config', 'save_config', 'resolve_path', 'csv_path', 'run_dir']
+           'RunConfig', 'validate_config', 'run_name_problem', 'config_from_dict', 'with_legacy_fields', 'get_preset',
+           'parse_overrides', 'apply_overrides', 'load_config', 'save_config', 'resolve_path', 'csv_path', 'run_dir']
 
 # %% ../nbs/01_config.ipynb #5367ade2
 class ConfigError(CxrgenError, ValueError):
@@ -171,8 +172,25 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         errs.append(f"model.conditioning={m.conditioning!r} needs a trained findings classifier: set model.aux_label_weight > 0 "
                     "(or model.conditioning=none)")
     if t.freeze_decoder and t.stage != 1: errs.append("train.freeze_decoder=True: only valid with train.stage=1")
+    for k in ("data.max_train_samples", "data.max_eval_samples", "train.max_eval_batches"):  # caps: null (no cap) or >= 1
+        v = _get(cfg, k)
+        if v is not None and not v >= 1: errs.append(f"{k}={v!r}: must be >= 1, or null for no cap")
+    if not 0 <= t.seed < 2**32: errs.append(f"train.seed={t.seed!r}: must be in [0, 2**32)")
+    for name, grp in (("data", d), ("model", cfg.model), ("train", t), ("generation", g)):  # NaN/inf slip through comparisons
+        for f in fields(grp):
+            v = getattr(grp, f.name)
+            if isinstance(v, float) and not math.isfinite(v): errs.append(f"{name}.{f.name}={v!r}: must be a finite number")
+    if run_name_problem(cfg.run_name): errs.append(f"run_name={cfg.run_name!r}: {run_name_problem(cfg.run_name)}")
     if errs: raise ConfigError("Invalid configuration:\n  " + "\n  ".join(errs))
     return cfg
+
+# %% ../nbs/01_config.ipynb #55d7824c
+def run_name_problem(name: str) -> str | None:
+    "Why `name` cannot name a run folder inside `output_dir` (None when it can)."
+    n = str(name)
+    if n in ("", ".", "..") or "/" in n or "\\" in n or n != n.strip() or n.startswith(".") or "\0" in n:
+        return "must be one folder name (no '/', '\\', leading '.' or '..'): runs go to output_dir/run_name"
+    return None
 
 # %% ../nbs/01_config.ipynb #8750950b
 _GROUPS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "generation": GenerationConfig}
@@ -318,16 +336,20 @@ def load_config(source: str | Path | dict | None = "default", overrides=None) ->
     elif source is None or str(source) in PRESETS: cfg = get_preset(str(source or "default"))
     else:
         p = Path(source)
+        if p.is_dir(): raise ConfigError(f"config file {str(p)!r} is a folder; pass a .json/.yaml file or a preset {list(PRESETS)}")
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} not found; pass an existing .json/.yaml file or a preset {list(PRESETS)}")
-        text = p.read_text()
         try:
+            text = p.read_text(encoding="utf-8")
             if p.suffix.lower() in (".yaml", ".yml"):
                 import yaml
                 d = yaml.safe_load(text) or {}
             else: d = json.loads(text)
         except Exception as e:
             raise ConfigError(f"config file {str(p)!r} could not be parsed ({type(e).__name__}: {e}); fix its syntax") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"config file {str(p)!r} holds a {type(d).__name__}, not a mapping of settings "
+                              "(e.g. {\"train\": {\"lr\": 1e-4}}); fix its content")
         try: cfg = load_config(d)
         except ConfigError as e: raise ConfigError(f"in {p}: {e}") from None
     return apply_overrides(cfg, overrides) if overrides else cfg

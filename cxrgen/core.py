@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,13 +19,47 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['CHEXPERT_LABELS', 'CHEXPERT5', 'CxrgenError', 'project_root', 'data_cache_dir', 'outputs_dir', 'seed_everything',
-           'get_device', 'get_logger', 'default_mode', 'mkstemp_like_open', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_write_json', 'atomic_dir']
+__all__ = ['CHEXPERT_LABELS', 'CHEXPERT5', 'CxrgenError', 'io_errno', 'describe_io_error', 'project_root', 'data_cache_dir',
+           'outputs_dir', 'seed_everything', 'get_device', 'get_logger', 'default_mode', 'mkstemp_like_open',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_dir']
 
 # %% ../nbs/00_core.ipynb #a6c337f5
 class CxrgenError(Exception):
     "An error the user can act on: the message names the file or setting and how to fix it."
+
+# %% ../nbs/00_core.ipynb #9ae1c6ce
+_FIXES = {
+    errno.ENOSPC: ("the disk is full", "free space there or point the output at a bigger disk"),
+    errno.EDQUOT: ("the disk quota is exhausted", "free space there or point the output at another disk"),
+    errno.EACCES: ("permission denied", "make it writable (chmod/chown) or choose a folder you own"),
+    errno.EPERM: ("operation not permitted", "make it writable (chmod/chown) or choose a folder you own"),
+    errno.EROFS: ("the file system is read-only", "choose a folder on a writable disk"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "check the path"),
+    errno.EISDIR: ("it is a folder, not a file", "pass a file path"),
+    errno.EEXIST: ("a file is in the way of a folder (or a folder of a file)", "choose another path or move the file away"),
+    errno.EIO: ("an input/output error (failing disk or network share)", "check the disk, then retry"),
+}
+
+def io_errno(e: BaseException) -> int | None:
+    "The OS error number of an `OSError`, or of a safetensors `SafetensorError` ('... (os error 28)'), else None."
+    if isinstance(e, OSError) and e.errno is not None: return e.errno
+    m = re.search(r"\(os error (\d+)\)", str(e))
+    return int(m.group(1)) if m else None
+
+def describe_io_error(e: BaseException, path: str | Path | None = None) -> str:
+    "One line for an I/O failure: what happened, on which file, and how to fix it."
+    n = io_errno(e)
+    path = path or getattr(e, "filename", None)
+    if path:  # name the file the user asked for, not the temporary sibling an atomic write was filling
+        m = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]{6,12}\.tmp", Path(path).name)
+        if m: path = Path(path).with_name(m.group(1))
+    where = f" ({path})" if path else ""
+    if n in _FIXES:
+        what, fix = _FIXES[n]
+        return f"{what}{where}: {fix}"
+    return f"{type(e).__name__}: {getattr(e, 'strerror', None) or e}{where}"
+
 
 # %% ../nbs/00_core.ipynb #ac5e6f3f
 CHEXPERT_LABELS = [

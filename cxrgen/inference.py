@@ -32,6 +32,7 @@ __all__ = ['IMAGE_EXTENSIONS', 'MANIFEST_NAME', 'PROGRESS_NAME', 'REPORTS_CSV', 
 
 # %% ../nbs/40_inference.ipynb #bac6f3ca
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".dcm")
+_log = get_logger("cxrgen.inference")
 
 def is_image_file(path: str | Path) -> bool:
     "True when `path` has an image extension cxrgen reads (.jpg .jpeg .png .dcm, any case)."
@@ -41,17 +42,26 @@ def is_image_file(path: str | Path) -> bool:
 def find_images(image_dir: str | Path, # folder searched recursively
                 exclude: Sequence[str | Path] = (), # folders to skip (e.g. the output folder)
                ) -> list[Path]:
-    "Image files under `image_dir`, recursively, sorted by relative path; symlinked and hidden folders are skipped."
+    "Image files under `image_dir`, recursively, sorted by relative path; symlinked and hidden folders and non-regular files are skipped, with a warning."
     root = Path(image_dir)
     if not root.is_dir():
         raise CxrgenError(f"image folder {str(root)!r} does not exist or is not a folder; "
                           f"pass --image_dir pointing to a folder of {'/'.join(IMAGE_EXTENSIONS)} files")
     skip = {Path(e).resolve() for e in exclude}
-    found = []
+    found, links, odd = [], [], []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         d = Path(dirpath)
-        dirnames[:] = [n for n in dirnames if not n.startswith(".") and (d / n).resolve() not in skip]
-        found += [d / f for f in filenames if is_image_file(f) and (d / f).is_file()]
+        links += [d / n for n in dirnames if (d / n).is_symlink() and not n.startswith(".")]
+        dirnames[:] = [n for n in dirnames if not n.startswith(".") and (d / n).resolve() not in skip and not (d / n).is_symlink()]
+        for f in filenames:
+            if not is_image_file(f): continue
+            if (d / f).is_file(): found.append(d / f)
+            else: odd.append(d / f)  # a FIFO, socket, device or broken link: reading it could hang or fail
+    if links or odd:
+        rel = lambda ps: ", ".join(p.relative_to(root).as_posix() for p in ps[:3]) + (" ..." if len(ps) > 3 else "")
+        _log.warning(f"skipped under {root}: " + "; ".join(
+            ([f"{len(links)} symlinked folder(s), not followed ({rel(links)}): pass their target with --image_dir"] if links else [])
+            + ([f"{len(odd)} image name(s) that are not regular files (FIFO, socket, device or broken link: {rel(odd)})"] if odd else [])))
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 # %% ../nbs/40_inference.ipynb #937d57af
@@ -91,6 +101,15 @@ def check_inside(out_dir: str | Path, target: str | Path) -> Path:
         raise UnsafeOutputPath(f"{str(target)!r} resolves outside the output folder {str(root)!r}")
     return target
 
+MANIFEST_NAME, PROGRESS_NAME, REPORTS_CSV, ERRORS_CSV = "cxrgen_infer.json", "progress.jsonl", "reports.csv", "errors.csv"
+
+def _dir_component(name: str, top: bool = False) -> str:
+    "A folder name for the output tree: never ending in `.txt` (reports are files named so) nor, at the top, a bookkeeping file's name."
+    s = safe_component(name)
+    if s.lower().endswith(".txt") or (top and s.lower() in {MANIFEST_NAME, PROGRESS_NAME, REPORTS_CSV, ERRORS_CSV}):
+        s = f"{s}-{_short_hash(name + '/')}"
+    return s
+
 def safe_output_path(out_dir: str | Path, # the output folder (OUT)
                      rel_path: str | Path, # the image path relative to the image folder (untrusted)
                      suffix: str = ".txt", # replaces the image extension
@@ -102,7 +121,7 @@ def safe_output_path(out_dir: str | Path, # the output folder (OUT)
     if not parts: raise UnsafeOutputPath(f"empty image path {str(rel_path)!r}")
     *dirs, name = parts
     stem = name if keep_ext or not is_image_file(name) else name[: -len(Path(name).suffix)]
-    target = root.joinpath(*[safe_component(c) for c in dirs], safe_component(stem) + suffix)
+    target = root.joinpath(*[_dir_component(c, top=n == 0) for n, c in enumerate(dirs)], safe_component(stem) + suffix)
     return check_inside(root, target)
 
 # %% ../nbs/40_inference.ipynb #f5da7591
@@ -119,8 +138,6 @@ def plan_outputs(out_dir: str | Path, rel_paths: Sequence[str], suffix: str = ".
     return plan
 
 # %% ../nbs/40_inference.ipynb #88bb0357
-MANIFEST_NAME, PROGRESS_NAME, REPORTS_CSV, ERRORS_CSV = "cxrgen_infer.json", "progress.jsonl", "reports.csv", "errors.csv"
-
 def checkpoint_fingerprint(checkpoint_dir: str | Path, sample: int = 1 << 20) -> str:
     "A short hash of a checkpoint folder's files (names, sizes, first and last MiB): changes when it is re-saved, not when copied."
     root = Path(checkpoint_dir).resolve()
@@ -245,11 +262,9 @@ def write_result_csvs(out_dir: str | Path, # OUT
     return len(rep), len(err)
 
 # %% ../nbs/40_inference.ipynb #64995d17
-_log = get_logger("cxrgen.inference")
-
 def find_checkpoint_dir(path: str | Path) -> Path:
     "The checkpoint folder for `path`: itself when it holds a model, else a run folder's best (else last) checkpoint."
-    from cxrgen.training.trainer import find_checkpoint  # the run-folder layout is the trainer's
+    from cxrgen.checkpoints import find_checkpoint
     p = Path(path).expanduser()
     if p.is_file():
         raise CxrgenError(f"--checkpoint {str(p)!r} is a file; pass the folder that holds it (model.safetensors, config, tokenizer)")
@@ -428,15 +443,9 @@ def load_generator(checkpoint_dir: str | Path, # checkpoint folder, or a run fol
                   ) -> ReportGeneratorPipeline:
     "Load a checkpoint for inference with the preprocessing and decoding defaults it was trained with."
     from cxrgen.config import DataConfig, RunConfig, get_preset
-    from cxrgen.models.report_generator import ReportGenerator
+    from cxrgen.checkpoints import checkpoint_run_config, load_model
     ckpt = find_checkpoint_dir(checkpoint_dir)
-    try: model = ReportGenerator.from_pretrained(ckpt)
-    except CxrgenError: raise
-    except Exception as e:
-        raise CxrgenError(f"cannot load the checkpoint in {ckpt} ({type(e).__name__}: {e}); the folder must hold the files "
-                          "ReportGenerator.save_pretrained writes (config.json, model.safetensors, tokenizer files) from "
-                          "the same save: re-save it, or pass another --checkpoint (e.g. outputs/<run>/checkpoints/last)") from None
-    from cxrgen.training.trainer import checkpoint_run_config
+    model = load_model(ckpt)  # every file checked; a damaged one is named, with what to do
     cfg = checkpoint_run_config(ckpt)
     if cfg is None:
         size = model.image_size or model.data_config["input_size"][-1]

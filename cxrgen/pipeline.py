@@ -13,8 +13,84 @@ from .config import RunConfig, apply_overrides, get_preset, resolve_path
 from .core import CxrgenError, atomic_write_json, data_cache_dir, get_logger, project_root
 
 # %% auto #0
-__all__ = ['INPUTS_FILE', 'DEMO_STUDIES', 'DEMO_EPOCHS', 'notebooks_dir', 'run_notebook', 'inputs_fingerprint', 'claim_folder',
-           'demo_config', 'run_demo', 'format_demo_summary']
+__all__ = ['INPUTS_FILE', 'DEMO_STUDIES', 'DEMO_EPOCHS', 'StageProgress', 'notebooks_dir', 'run_notebook', 'inputs_fingerprint',
+           'claim_folder', 'demo_config', 'run_demo', 'format_demo_summary']
+
+# %% ../nbs/60_pipeline.ipynb #6d90114b
+def _fmt_s(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+class StageProgress:
+    "A thread printing one live progress line for the run in `run_dir` (from `logs/metrics.jsonl`) while it runs elsewhere."
+    def __init__(self, run_dir: str | Path, label: str = "", file=None, every: float = 1.0, line_every: float = 30.0):
+        import sys, threading
+        self.log, self.label = Path(run_dir) / "logs" / "metrics.jsonl", label or Path(run_dir).name
+        self.file, self.every, self.line_every = file or sys.stderr, every, line_every
+        self.tty = bool(getattr(self.file, "isatty", lambda: False)())
+        self._stop, self._thread = threading.Event(), None
+        self._offset, self._rest, self._seen = 0, b"", []  # (time, step) of each train record seen, for the rate
+        self.total = self.step = self.loss = self.val_loss = None
+        self.t0, self._last_print, self._last_len = time.time(), 0.0, 0
+
+    def poll(self) -> None:
+        "Read the records appended since the last poll."
+        try:
+            size = self.log.stat().st_size
+            if size < self._offset: self._offset, self._rest = 0, b""  # rewritten by a resume's truncate
+            with open(self.log, "rb") as f: f.seek(self._offset); data = f.read()
+        except OSError: return
+        self._offset += len(data)
+        *lines, self._rest = (self._rest + data).split(b"\n")
+        for l in lines:
+            try: r = json.loads(l)
+            except ValueError: continue
+            if not isinstance(r, dict): continue
+            if r.get("type") == "start": self.total, self._seen = r.get("total_steps"), []
+            elif r.get("type") == "train" and isinstance(r.get("step"), int):
+                self.step, self.loss = r["step"], r.get("loss")
+                self._seen.append((time.time(), r["step"]))
+            elif r.get("type") == "eval": self.val_loss = r.get("val_loss")
+
+    def line(self) -> str:
+        "The progress line as of now."
+        self.poll()
+        elapsed = time.time() - self.t0
+        if self.step is None: return f"{self.label}: running, {_fmt_s(elapsed)} elapsed"
+        parts = [f"{self.label}: step {self.step}" + (f"/{self.total} ({100 * self.step / self.total:.0f}%)" if self.total else "")]
+        if isinstance(self.loss, (int, float)): parts.append(f"loss {self.loss:.3f}")
+        if isinstance(self.val_loss, (int, float)): parts.append(f"val_loss {self.val_loss:.3f}")
+        (t_a, s_a), (t_b, s_b) = self._seen[0], self._seen[-1]
+        if s_b > s_a and t_b > t_a:
+            rate = (s_b - s_a) / (t_b - t_a)
+            parts.append(f"{rate:.2f} step/s")
+            if self.total and self.step < self.total: parts.append(f"ETA {_fmt_s((self.total - self.step) / rate)}")
+        if self.total and self.step >= self.total: parts.append("training done, finishing the notebook")
+        parts.append(f"{_fmt_s(elapsed)} elapsed")
+        return ", ".join(parts)
+
+    def show(self, final: bool = False) -> None:
+        "Print the line: in place on a terminal, else every `line_every` seconds (and at the end)."
+        s, now = self.line(), time.time()
+        if self.tty:
+            self.file.write("\r" + s.ljust(self._last_len) + ("\n" if final else "")); self._last_len = len(s)
+        elif final or now - self._last_print >= self.line_every:
+            self.file.write(s + "\n"); self._last_print = now
+        self.file.flush()
+
+    def _run(self):
+        while not self._stop.wait(self.every): self.show()
+
+    def __enter__(self):
+        import threading
+        self.t0 = time.time()
+        if self.log.exists(): self._offset = 0  # a resumed run: its earlier records give the step reached
+        self._thread = threading.Thread(target=self._run, daemon=True); self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set(); self._thread.join()
+        self.show(final=True)
 
 # %% ../nbs/60_pipeline.ipynb #9e459388
 _log = get_logger("cxrgen.pipeline")
@@ -36,8 +112,9 @@ def run_notebook(name: str, output_dir: str | Path, parameters: dict, log_output
     t = time.time()
     _log.info(f"papermill {src.name} -> {out} with {parameters}")
     try:
-        pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
-                            cwd=str(src.parent), log_output=log_output, progress_bar=False)
+        with StageProgress(out.parent, label=out.parent.name):  # a live line from the run's logs/metrics.jsonl
+            pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
+                                cwd=str(src.parent), log_output=log_output, progress_bar=False)
     except pm.PapermillExecutionError as e:
         raise CxrgenError(f"{src.name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
                           f"the executed notebook with the traceback is {out}") from None

@@ -75,7 +75,7 @@ def test_synth_then_preprocess(tmp_path):
     mini = pd.read_csv(data / "mimic-cxr-list-minimal.csv")
     assert set(mini["dicom_id"]) <= set(all_views["dicom_id"]) and "LATERAL" in set(mini["view_position"])
     r = run("preprocess", "--mimic_dir", data, "--minimal", -1, "--cache_size", 0)
-    assert r.returncode == 2 and "--minimal N" in r.stderr, r.stderr
+    assert r.returncode == 2 and "argument --minimal: -1 is out of range: must be >= 1" in r.stderr, r.stderr
 
 
 def test_preprocess_explains_an_unrenamed_download(tmp_path):

@@ -47,6 +47,13 @@ def _driver(argv: list[str]) -> None:
             real_save(opt, folder, *a, **k)  # weights and optimizer state are in the temp folder, the rest is not
             if step[0] >= kill_step: os.kill(os.getpid(), signal.SIGKILL)
         T.Trainer.train_step, T.save_optimizer_state = counting, dying
+    if "--kill-in-first-save" in argv:  # SIGKILL ourselves once the first checkpoint's weights are in its temp folder
+        from cxrgen.models.report_generator import ReportGenerator
+        real_pretrained = ReportGenerator.save_pretrained
+        def dying_save(self, folder):
+            real_pretrained(self, folder)
+            os.kill(os.getpid(), signal.SIGKILL)
+        ReportGenerator.save_pretrained = dying_save
     T.train_stage(cfg, resume="--resume" in argv, output_dir=out)
 
 
@@ -111,6 +118,23 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path, data):
         assert r1["loss"] == r2["loss"], (r1, r2)
     s = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert s["resumed_from"].endswith("checkpoints/last") and s["steps"] == 8
+
+
+def test_resume_after_a_kill_in_the_first_checkpoint_write(tmp_path, data):
+    "Killed while writing its very first checkpoint, a run leaves only a temp folder: --resume starts it again, it does not refuse."
+    over = {"train.max_steps": 2, "train.eval_every": 2, "data.max_train_samples": 8}
+    cfg = _cfg(tmp_path, data, "first", **over)
+    p = _run([sys.executable, __file__, str(cfg), str(tmp_path / "first"), "--kill-in-first-save"], check=False)
+    assert p.returncode == -signal.SIGKILL, (p.returncode, p.stderr[-3000:])
+    ck = tmp_path / "first" / "checkpoints"
+    assert [q.name.endswith(".tmp") for q in ck.iterdir()] == [True], list(ck.iterdir())
+    p = _run([sys.executable, __file__, str(cfg), str(tmp_path / "first"), "--resume"])
+    assert "first checkpoint write was interrupted" in p.stderr, p.stderr[-3000:]
+    s = json.loads((tmp_path / "first" / "summary.json").read_text())
+    assert s["steps"] == 2 and s["resumed_from"] is None
+    assert sorted(q.name for q in ck.iterdir()) == ["best", "last"]
+    train = [json.loads(l) for l in (tmp_path / "first" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in train if r["type"] == "train"] == [1, 2]  # the killed attempt's log lines are gone
 
 
 def test_two_processes_match_one(tmp_path, data):

@@ -307,5 +307,5 @@ def build_dataloaders(cfg: RunConfig, tokenizer, splits=("train", "validate", "t
                                 worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(cfg.train.seed),
                                 pin_memory=torch.cuda.is_available(), persistent_workers=d.num_workers > 0)
         log.info(f"{split}: {len(ds)} {'studies' if d.study_level else 'images'}, {len(out[split])} batches"
-                 f"{'' if cached else ' (no image cache: reading full-size images; run prepare_image_cache)'}")
+                 f"{'' if cached else ' (no image cache: reading full-size images; build it with `cxrgen preprocess --mimic_dir ...` or cxrgen.data.dataloader.prepare_image_cache(cfg))'}")
     return out

@@ -280,6 +280,22 @@ class _Waterfall:
         return after
     def table(self) -> pd.DataFrame: return pd.DataFrame(self.rows)
 
+# %% ../../nbs/04_data.mimic.ipynb #774ed698
+def _warn_conflicts(df: pd.DataFrame, keys: Sequence[str], source: str, log) -> int:
+    "Warn when rows of an official CSV share `keys` but disagree elsewhere (the first row wins); returns how many keys conflict."
+    uniq = df.drop_duplicates()  # exact repeats are harmless
+    dup = uniq[uniq.duplicated(list(keys), keep=False)]
+    if dup.empty: return 0
+    n = dup.drop_duplicates(list(keys)).shape[0]
+    k0 = dup.iloc[0][list(keys)].to_dict()
+    rows = dup.merge(pd.DataFrame([k0]), on=list(keys))
+    diff = [c for c in rows.columns if c not in keys and rows[c].astype(str).nunique() > 1]
+    log.warning(f"{source}: {n} {'/'.join(keys)} value(s) appear in rows that disagree (e.g. {k0}: "
+                + "; ".join(f"{c} {' vs '.join(map(str, rows[c].tolist()))}" for c in diff[:3])
+                + "); preprocessing keeps the first row of each. Check the file (a partial or mixed download?) "
+                "or re-download it from PhysioNet")
+    return n
+
 # %% ../../nbs/04_data.mimic.ipynb #567f227a
 def _write_csv_atomic(df: pd.DataFrame, path: Path) -> Path:
     return atomic_write_text(path, df.to_csv(index=False, lineterminator="\n"))
@@ -324,6 +340,9 @@ def preprocess(mimic_dir: str | Path,
     log.info(f"{len(rec)} images, {rec.study_id.nunique()} studies in {lay.record_list.name}")
     wf = _Waterfall(rec)
 
+    for frame, keys, f in ((rec, ["dicom_id"], lay.record_list), (meta, ["dicom_id"], lay.metadata), (split, ["dicom_id"], lay.split),
+                           (studies, ["subject_id", "study_id"], lay.study_list)):
+        _warn_conflicts(frame, keys, f.name, log)
     df = wf("duplicate dicom_id", rec, rec.drop_duplicates("dicom_id"))
     groups_present = [g.name for g in _groups(lay.images)]
     if check_images:  # a partial download (say p10 only): rows of patients not on disk go first, counted apart
@@ -372,7 +391,9 @@ def preprocess(mimic_dir: str | Path,
                           + ". Fix: pass views that exist (--views / data.views) or another section (--section / data.section).")
 
     if lay.chexpert is not None:
-        chx = read_official_csv(lay.chexpert).drop_duplicates(["subject_id", "study_id"])
+        chx = read_official_csv(lay.chexpert)
+        _warn_conflicts(chx, ["subject_id", "study_id"], lay.chexpert.name, log)
+        chx = chx.drop_duplicates(["subject_id", "study_id"])
         df = df.merge(chx, on=["subject_id", "study_id"], how="left")
         n_unlabelled = df.loc[df[CHEXPERT_LABELS].isna().all(axis=1), "study_id"].nunique()
     else:

@@ -263,7 +263,7 @@ CONVENTIONS = {
 def _resolve_cfg(ckpt: Path, cfg) -> RunConfig:
     if isinstance(cfg, RunConfig): return validate_config(cfg.copy())
     if cfg is not None: return load_config(cfg)
-    from cxrgen.training.trainer import checkpoint_run_config
+    from cxrgen.checkpoints import checkpoint_run_config
     saved = checkpoint_run_config(ckpt)
     if saved is not None: return saved
     raise CxrgenError(f"no run config found for checkpoint {ckpt} (looked for run_config.json in it and config.json in its "
@@ -274,7 +274,7 @@ def checkpoint_config(checkpoint_dir: str | Path) -> RunConfig:
     return _resolve_cfg(_find_ckpt(checkpoint_dir), None)
 
 def _find_ckpt(path) -> Path:
-    from cxrgen.training.trainer import find_checkpoint  # the run-folder layout is the trainer's
+    from cxrgen.checkpoints import find_checkpoint
     return find_checkpoint(path)
 
 def _label_unique(texts: Sequence[str]) -> pd.DataFrame:
@@ -312,7 +312,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
                         ) -> dict:
     "Generate and score a split, with baselines; write metrics_<split>.json, reports_<split>.csv and plots; return the metrics."
     from cxrgen.data.dataloader import build_dataloaders
-    from cxrgen.models.report_generator import ReportGenerator
+    from cxrgen.checkpoints import load_model
     split_name, prefix = _SPLIT_NAME.get(split, split), split_prefix(split)
     ckpt = _find_ckpt(checkpoint_dir)
     cfg = _resolve_cfg(ckpt, cfg)
@@ -326,7 +326,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
     out = Path(output_dir) if output_dir is not None else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt)
     seed_everything(seed)
     dev = get_device(device)
-    model = ReportGenerator.from_pretrained(ckpt, map_location=dev)
+    model = load_model(ckpt, map_location=dev)  # every file checked: a damaged one is named, with what to do
     model.eval()
     norm = model.input_norm
     gen = dict(num_beams=g.num_beams, max_new_tokens=g.max_new_tokens, min_new_tokens=g.min_new_tokens,

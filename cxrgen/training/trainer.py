@@ -26,13 +26,16 @@ from fastcore.basics import patch
 from torch import nn
 
 from ..core import CxrgenError, atomic_dir, atomic_write_json, atomic_write_text, get_logger, seed_everything
+from ..core import describe_io_error, io_errno
+from ..checkpoints import (CHECKPOINT_NAMES, check_checkpoint, checkpoint_run_config, complete_checkpoints, find_checkpoint,
+                                interrupted_first_write, read_json, read_trainer_state, resume_checkpoint)
+from ..checkpoints import load_model as load_checkpoint_model
 from ..config import RunConfig, config_from_dict, csv_path, resolve_path, run_dir, validate_config
 
 # %% auto #0
-__all__ = ['CHECKPOINT_NAMES', 'resolve_precision', 'make_accelerator', 'configure_trainable', 'enable_gradient_checkpointing',
-           'param_groups', 'warmup_cosine', 'build_scheduler', 'save_optimizer_state', 'load_optimizer_state',
-           'get_rng_state', 'set_rng_state', 'save_rng_state', 'load_rng_state', 'find_checkpoint',
-           'checkpoint_run_config', 'read_trainer_state', 'RunLogger', 'oom_message', 'Trainer', 'format_summary',
+__all__ = ['resolve_precision', 'make_accelerator', 'configure_trainable', 'enable_gradient_checkpointing', 'param_groups',
+           'warmup_cosine', 'build_scheduler', 'save_optimizer_state', 'load_optimizer_state', 'get_rng_state',
+           'set_rng_state', 'save_rng_state', 'load_rng_state', 'RunLogger', 'oom_message', 'Trainer', 'format_summary',
            'train_stage']
 
 # %% ../../nbs/20_training.trainer.ipynb #12fe830e
@@ -188,44 +191,6 @@ def load_rng_state(folder: str | Path, rank: int = 0) -> dict | None:
     p = Path(folder) / f"rng_state_{rank}.safetensors"
     if not p.exists(): return None
     return {"tensors": load_file(str(p)), "meta": json.loads(p.with_suffix(".json").read_text())}
-
-# %% ../../nbs/20_training.trainer.ipynb #c8784f50
-CHECKPOINT_NAMES = ("last", "best")
-
-def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
-    "The checkpoint folder for a run folder (`checkpoints/<prefer>`, else the other one) or a checkpoint folder itself."
-    p = resolve_path(path)
-    if not p.exists():
-        raise CxrgenError(f"checkpoint or run folder {str(p)!r} not found; pass a run folder (outputs/<run_name>) "
-                          "or a checkpoint folder (outputs/<run_name>/checkpoints/best)")
-    if (p / "model.safetensors").exists() or (p / "trainer_state.json").exists(): return p
-    names = [prefer] + [n for n in CHECKPOINT_NAMES if n != prefer]
-    for base in (p / "checkpoints", p):
-        for n in names:
-            for cand in (base / n, base / f".{n}.old"):  # .old: a kill between atomic_dir's two renames
-                if (cand / "trainer_state.json").exists() or (cand / "model.safetensors").exists(): return cand
-    raise CxrgenError(f"{str(p)!r} holds no checkpoint (looked for checkpoints/best, checkpoints/last and model.safetensors); "
-                      "pass the folder of a finished or interrupted training run")
-
-def checkpoint_run_config(ckpt: str | Path) -> RunConfig | None:
-    "The `RunConfig` saved with a checkpoint (`run_config.json`, else its run folder's `config.json`), or None."
-    ckpt = Path(ckpt)
-    cands = [ckpt / "run_config.json"] + ([ckpt.parent.parent / "config.json"] if ckpt.parent.name == "checkpoints" else [])
-    for p in cands:
-        try: d = json.loads(p.read_text()) if p.is_file() else None
-        except (OSError, json.JSONDecodeError): d = None
-        if isinstance(d, dict) and "data" in d and "model" in d:
-            try: return config_from_dict(d)
-            except CxrgenError as e:
-                raise CxrgenError(f"the config saved with the checkpoint, {p}, is invalid ({e}); "
-                                  "re-save the checkpoint with this cxrgen version or fix the file") from None
-    return None
-
-def read_trainer_state(ckpt: str | Path) -> dict:
-    "The `trainer_state.json` of a checkpoint folder."
-    p = Path(ckpt) / "trainer_state.json"
-    if not p.exists(): raise CxrgenError(f"{p} not found: {ckpt} is not a trainer checkpoint (resume needs checkpoints/last)")
-    return json.loads(p.read_text())
 
 # %% ../../nbs/20_training.trainer.ipynb #312bd041
 class RunLogger:
@@ -526,15 +491,17 @@ def save_checkpoint(self: Trainer, name: str = "last") -> Path:
                          "num_processes": acc.num_processes, "mixed_precision": acc.mixed_precision, "saved_at": time.time()}
                 (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1, default=float))
                 (tmp / "run_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1, default=str))
-        except OSError as e:
+        except Exception as e:
+            if not isinstance(e, OSError) and io_errno(e) is None: raise  # not an I/O failure (safetensors' SafetensorError carries one)
             prev = find_checkpoint(self.out, prefer=name) if (self.ckpt_dir / name).exists() else None
             prev_step = read_trainer_state(prev).get("global_step") if prev and (prev / "trainer_state.json").exists() else None
-            why = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f"{type(e).__name__}: {e}"
+            why = describe_io_error(e)
             need = _dir_size(prev) if prev else 0
             err = [f"could not write checkpoint {path} at step {self.state['global_step']} ({why}). "
                    + (f"The previous checkpoint {prev} (step {prev_step}) is intact. " if prev else "No earlier checkpoint exists. ")
-                   + f"Free at least {need / 2**20:.0f} MiB under {self.ckpt_dir} (or point output_dir at a bigger disk), "
-                   "then continue with resume=True (CLI: --resume)."]
+                   + (f"Free at least {need / 2**20:.0f} MiB under {self.ckpt_dir} (or point output_dir at a bigger disk), "
+                      if io_errno(e) in (errno.ENOSPC, errno.EDQUOT) else "Fix that, ")
+                   + "then continue with resume=True (CLI: --resume)."]
     err = broadcast_object_list(err)
     if err[0]: raise CxrgenError(err[0])
     if full: self.last_ckpt, self._last_saved_step = path, self.state["global_step"]
@@ -557,7 +524,7 @@ def load_checkpoint(self: Trainer, ckpt: str | Path, load_model: bool = True) ->
         self.unwrapped.load_state_dict(fresh.state_dict())
         del fresh
     load_optimizer_state(self.raw_opt, ckpt)
-    self.sched.load_state_dict(json.loads((ckpt / "scheduler.json").read_text()))
+    self.sched.load_state_dict(read_json(ckpt / "scheduler.json", ckpt))
     if self.acc.scaler is not None and (ckpt / "scaler.json").exists():
         self.acc.scaler.load_state_dict(json.loads((ckpt / "scaler.json").read_text()))
     if state.get("num_processes", 1) != self.acc.num_processes:
@@ -613,6 +580,7 @@ def fit(self: Trainer) -> dict:
     win = {"loss": 0.0, "tokens": 0, "samples": 0, "seconds": 0.0, "gn": 0.0, "n": 0}
     last_loss, consecutive_bad = None, 0
     stop = st.get("stop_reason") or ("max_steps" if st["global_step"] >= self.total_steps else None)
+    self.logger.log({"type": "start", "step": st["global_step"], "total_steps": self.total_steps, "stage": t.stage})  # for live progress
     mark = time.perf_counter()
     while stop is None:
         epoch = st["epoch"]
@@ -739,11 +707,6 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb: out.append(f"{prefix}{k}")
     return out
 
-def _resume_checkpoint(out: Path) -> Path | None:
-    for cand in (out / "checkpoints" / "last", out / "checkpoints" / ".last.old"):
-        if (cand / "trainer_state.json").exists() and (cand / "optimizer.safetensors").exists(): return cand
-    return None
-
 def _build_tokenizer(cfg: RunConfig, out: Path, acc):
     "The stage-1 tokenizer: trained on the training split's target texts (main process, saved in `<run>/tokenizer`) or loaded by name."
     from cxrgen.data.reports import load_tokenizer, target_text, train_tokenizer
@@ -789,20 +752,25 @@ def train_stage(cfg: RunConfig,  # the run config (cfg.train.stage picks the sta
     cfg = validate_config(cfg.copy())
     out = Path(output_dir) if output_dir is not None else run_dir(cfg)
     acc = make_accelerator(cfg.train.precision)
-    ck_last = _resume_checkpoint(out) if resume else None
-    if resume and ck_last is None: log.warning(f"resume=True but {out}/checkpoints/last does not exist: starting a new run")
-    if ck_last is None and not overwrite and any((out / "checkpoints").glob("*")):
+    ck_last = resume_checkpoint(out) if resume else None
+    cut_short = ck_last is None and interrupted_first_write(out)  # killed during its first save: nothing to resume or protect
+    if resume and ck_last is None:
+        log.warning(f"resume=True but {out}/checkpoints/last " + ("was never completed (the first checkpoint write was interrupted)"
+                    if cut_short else "does not exist") + ": starting the run from the beginning")
+    if ck_last is not None: check_checkpoint(ck_last, resume=True)
+    if ck_last is None and not overwrite and complete_checkpoints(out):
         raise CxrgenError(f"{out} already holds checkpoints of an earlier run: pass resume=True (CLI --resume) to continue it, "
                           "overwrite=True to replace it, or choose another run_name")
     if acc.is_main_process:  # temp folders of checkpoint writes that a kill interrupted
         for tmp in (out / "checkpoints").glob(".*.tmp"): shutil.rmtree(tmp, ignore_errors=True)
     acc.wait_for_everyone()
-    if ck_last is None and overwrite and acc.is_main_process:
+    if ck_last is None and (overwrite or cut_short) and acc.is_main_process:
         for sub in ("checkpoints", "logs", "tokenizer"): shutil.rmtree(out / sub, ignore_errors=True)
         for f in ("summary.json",): (out / f).unlink(missing_ok=True)
     init_ck = None
     if ck_last is not None:
-        saved = config_from_dict(json.loads((ck_last / "run_config.json").read_text()))
+        saved = checkpoint_run_config(ck_last)
+        if saved is None: raise CxrgenError(f"{ck_last} has no run_config.json: it cannot be resumed; start a new run with --overwrite")
         diffs = [k for k in _diff(saved.to_dict(), cfg.to_dict()) if k not in _RELOCATABLE]
         if diffs: log.warning(f"resuming {ck_last} with its saved config; ignoring changed settings {diffs}")
         keep = saved.to_dict()
@@ -811,18 +779,18 @@ def train_stage(cfg: RunConfig,  # the run config (cfg.train.stage picks the sta
             src, dst = (cfg.to_dict()[g], keep[g]) if g else (cfg.to_dict(), keep)
             dst[f] = src[f]
         cfg = config_from_dict(keep)
-        model = ReportGenerator.from_pretrained(ck_last)
+        model = load_checkpoint_model(ck_last)
         log.info(f"resuming from {ck_last} (step {read_trainer_state(ck_last)['global_step']})")
     elif init_from:
         init_ck = find_checkpoint(init_from, prefer="best")
-        if (init_ck / "run_config.json").exists():
-            prev = config_from_dict(json.loads((init_ck / "run_config.json").read_text()))
+        prev = checkpoint_run_config(init_ck)
+        if prev is not None:
             changed = [f"data.{k}" for k in ("image_size", "max_length", "section", "study_level", "lowercase")
                        if getattr(prev.data, k) != getattr(cfg.data, k)]
             if changed: log.warning(f"{init_ck} was trained with different {changed}; this run uses the new values")
             cfg.model = dataclasses.replace(prev.model, gradient_checkpointing=cfg.model.gradient_checkpointing)
         cfg.data.tokenizer = str(init_ck)
-        model = ReportGenerator.from_pretrained(init_ck)
+        model = load_checkpoint_model(init_ck)
         log.info(f"stage {cfg.train.stage}: starting from {init_ck}")
     else:
         if cfg.train.stage == 2:
