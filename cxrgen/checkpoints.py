@@ -9,7 +9,7 @@ import json
 import struct
 from pathlib import Path
 
-from .config import RunConfig, config_from_dict, resolve_path
+from .config import RunConfig, config_from_dict, resolve_path, with_legacy_fields
 from .core import CxrgenError
 
 # %% auto #0
@@ -128,7 +128,7 @@ def checkpoint_run_config(ckpt: str | Path) -> RunConfig | None:
         if "data" not in d or "model" not in d:
             if p.name == RUN_CONFIG: raise damaged(p, "is not a cxrgen run config (no data/model sections)", ckpt)
             continue
-        try: return config_from_dict(d)
+        try: return config_from_dict(with_legacy_fields(d))  # a config saved before a model field existed keeps its old meaning
         except CxrgenError as e:
             raise CheckpointError(f"the config saved with the checkpoint, {p}, is invalid ({e}); "
                                   "re-save the checkpoint with this cxrgen version or fix the file") from None

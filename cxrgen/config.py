@@ -67,13 +67,14 @@ class ModelConfig:
     classifier: str = "attention"  # findings classifier: attention (one attention pooling of the patch tokens per label) | linear (on mean-pooled tokens)
     conditioning: str = "labels"  # labels: the classifier's findings prompt the decoder (14 soft tokens after the image prefix) | none
     label_threshold: float = 0.5  # classifier probability at which a finding counts as present
+    label_thresholds: Optional[list] = None  # per-observation thresholds (CHEXPERT_LABELS order), set by calibration after training; None: label_threshold
     teacher_forcing: float = 0.5  # training: share of samples whose prompt holds the true labels (the rest get the classifier's own)
 
 @dataclass
 class TrainConfig:
     "Optimisation for one stage; stage 1 freezes the encoder, stage 2 fine-tunes everything."
     stage: int = 1  # 1: encoder frozen, 2: fine-tune all
-    freeze_decoder: bool = False  # stage 1 only: train the mapping network alone
+    freeze_decoder: bool = False  # stage 1 only: train the mapping network (and the findings classifier and prompt) alone
     max_epochs: int = 10
     max_steps: Optional[int] = None  # optimizer steps; overrides max_epochs when set
     batch_size: int = 16  # per device
@@ -93,6 +94,7 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 0  # optimizer steps between 'last' checkpoints (0: at each validation)
     seed: int = 42
+    calibrate_thresholds: bool = False  # after training: per-observation classifier thresholds from the validation split (train_stage); off: model.label_threshold
 
 @dataclass
 class GenerationConfig:
@@ -100,7 +102,7 @@ class GenerationConfig:
     num_beams: int = 3
     max_new_tokens: int = 100
     min_new_tokens: int = 0
-    no_repeat_ngram_size: int = 3
+    no_repeat_ngram_size: int = 0  # 0: off; reports repeat trigrams by nature ("there is no X. there is no Y."), and blocking them breaks sentences
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
     do_sample: bool = False
@@ -167,6 +169,8 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     if g.repetition_penalty <= 0: errs.append(f"generation.repetition_penalty={g.repetition_penalty!r}: must be > 0")
     m = cfg.model
     if not 0 < m.label_threshold < 1: errs.append(f"model.label_threshold={m.label_threshold!r}: must be in (0, 1)")
+    if m.label_thresholds is not None and (len(m.label_thresholds) != 14 or not all(isinstance(x, (int, float)) and 0 < x < 1 for x in m.label_thresholds)):
+        errs.append(f"model.label_thresholds={m.label_thresholds!r}: 14 numbers in (0, 1), one per CheXpert observation, or null")
     if not 0 <= m.teacher_forcing <= 1: errs.append(f"model.teacher_forcing={m.teacher_forcing!r}: must be in [0, 1]")
     if m.conditioning != "none" and not m.aux_label_weight > 0:
         errs.append(f"model.conditioning={m.conditioning!r} needs a trained findings classifier: set model.aux_label_weight > 0 "

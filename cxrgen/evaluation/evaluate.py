@@ -368,7 +368,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
                                   n_boot=n_boot, seed=seed)
     cls_labels = None
     if res["probs"] is not None and have_labeler:  # the image-only classifier's row: its findings as label vectors
-        thr = model.model_config.label_threshold
+        thr = model.label_thresholds().numpy()  # calibrated on validation after training, else model.label_threshold
         cls_labels = pd.DataFrame(np.where(res["probs"] >= thr, 1.0, np.nan), columns=list(CHEXPERT_LABELS))
         scores["image_classifier"] = label_metrics(cls_labels, ref_labels, bootstrap=bootstrap, n_boot=n_boot, seed=seed)
     pre = lambda d: {f"{prefix}_{k}": v for k, v in d.items()}
@@ -383,9 +383,9 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
               "conventions": conventions, "metrics": pre(scores["model"]),
               "baselines": {k: {**base_info.get(k, {}), "metrics": pre(v)} for k, v in scores.items() if k in systems_text and k != "model"}}
     if cls_labels is not None:
-        result["classifier"] = {"threshold": thr, "metrics": pre(scores["image_classifier"]),
-                                "convention": "the findings classifier's probabilities >= threshold are positive (1), the rest blank; "
-                                              "scored against the reference labels like the reports"}
+        result["classifier"] = {"thresholds": dict(zip(CHEXPERT_LABELS, thr.round(4).tolist())), "metrics": pre(scores["image_classifier"]),
+                                "convention": "the findings classifier's probabilities >= each observation's threshold are positive (1), "
+                                              "the rest blank; scored against the reference labels like the reports"}
     files = {"metrics": out / f"metrics_{split_name}.json", "reports": out / f"reports_{split_name}.csv"}
     rep = pd.DataFrame({"study_id": res["study_id"], "dicom_id": res["dicom_id"], "reference": res["reference"],
                         "generated": res["generated"]})

@@ -295,12 +295,17 @@ def bertscore_per_study(predictions, references, model_type=None, num_layers=Non
     predictions, references = check_texts(predictions, references)
     model_type, num_layers, rescale = resolve_bertscore_model(model_type, num_layers, rescale_with_baseline)
     scorer = _bert_scorer(model_type, num_layers, rescale, batch_size, None if device is None else str(device))
-    p, r, f = scorer.score(predictions, references, batch_size=batch_size)
+    # an empty report has no token to match: it scores 0 (bert-score itself cannot encode "" under transformers 5)
+    full = [i for i, (a, b) in enumerate(zip(predictions, references)) if a.strip() and b.strip()]
+    s = np.zeros((len(predictions), 3))
+    if full:
+        prf = scorer.score([predictions[i] for i in full], [references[i] for i in full], batch_size=batch_size)
+        s[full] = np.stack([x.float().numpy() for x in prf], 1)
     off = offline_bertscore_model()
     name = OFFLINE_BERTSCORE_NAME if off is not None and Path(model_type) == off else model_type
     info = {"bertscore_model": name,
             "bertscore_num_layers": num_layers, "bertscore_rescaled": rescale}
-    return np.stack([p.numpy(), r.numpy(), f.numpy()], 1).astype(float), info
+    return s, info
 
 def bertscore(predictions: Sequence[str], references: Sequence[str], model_type: str | None = None,
               num_layers: int | None = None, rescale_with_baseline: bool | None = None, batch_size: int = 64,

@@ -188,9 +188,15 @@ def classify(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor |
     return self.label_head(tok.float())
 
 @patch
+def label_thresholds(self: ReportGenerator) -> torch.Tensor:
+    "The classifier's decision thresholds (14,): `model.label_thresholds` when calibrated, else `model.label_threshold` for every observation."
+    th = getattr(self.model_config, "label_thresholds", None)
+    return torch.tensor(th if th is not None else [self.model_config.label_threshold] * len(CHEXPERT_LABELS))
+
+@patch
 def findings_from_logits(self: ReportGenerator, logits: torch.Tensor) -> torch.Tensor:
-    "Hard findings (B, 14) of 0/1: probability at or above `model.label_threshold` (detached)."
-    return (logits.detach().float().sigmoid() >= self.model_config.label_threshold).float()
+    "Hard findings (B, 14) of 0/1: probability at or above the observation's threshold (detached)."
+    return (logits.detach().float().sigmoid() >= self.label_thresholds().to(logits.device)).float()
 
 @patch
 def prefix(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | None = None,

@@ -25,7 +25,7 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 
-from ..core import CxrgenError, atomic_dir, atomic_write_json, atomic_write_text, get_logger, seed_everything
+from ..core import CHEXPERT_LABELS, CxrgenError, atomic_dir, atomic_write_json, atomic_write_text, get_logger, seed_everything
 from ..core import describe_io_error, io_errno
 from ..checkpoints import (CHECKPOINT_NAMES, check_checkpoint, checkpoint_run_config, complete_checkpoints, find_checkpoint,
                                 interrupted_first_write, read_json, read_trainer_state, resume_checkpoint)
@@ -36,7 +36,7 @@ from ..config import RunConfig, config_from_dict, csv_path, resolve_path, run_di
 __all__ = ['resolve_precision', 'make_accelerator', 'configure_trainable', 'enable_gradient_checkpointing', 'param_groups',
            'warmup_cosine', 'build_scheduler', 'save_optimizer_state', 'load_optimizer_state', 'get_rng_state',
            'set_rng_state', 'save_rng_state', 'load_rng_state', 'RunLogger', 'oom_message', 'Trainer', 'format_summary',
-           'train_stage']
+           'calibrate_thresholds', 'calibrate_checkpoint', 'train_stage']
 
 # %% ../../nbs/20_training.trainer.ipynb #12fe830e
 def resolve_precision(precision: str = "auto", device_type: str | None = None) -> str:
@@ -738,6 +738,44 @@ def _split_loaders(loaders):
         return loaders["train"], val
     return loaders[0], (loaders[1] if len(loaders) > 1 else None)
 
+# %% ../../nbs/20_training.trainer.ipynb #ca1b0002
+def calibrate_thresholds(probs: np.ndarray,  # (n, K) classifier probabilities
+                         targets: np.ndarray,  # (n, K) bool: present (uncertain counts as present)
+                         default: float = 0.5, grid=None, min_positives: int = 2) -> list[float]:
+    "Per column, the threshold of `grid` (0.05..0.5) with the best F1 on (probs, targets), ties to the highest; `default` where positives are few."
+    grid = np.round(np.arange(0.05, 0.5001, 0.05), 2) if grid is None else np.asarray(grid)
+    out = []
+    for k in range(probs.shape[1]):
+        t = targets[:, k].astype(bool)
+        if t.sum() < min_positives: out.append(float(default)); continue
+        pred = probs[:, k][None, :] >= grid[:, None]  # (G, n)
+        tp = (pred & t).sum(1); f1 = 2 * tp / np.maximum(pred.sum(1) + t.sum(), 1)
+        out.append(float(grid[len(grid) - 1 - np.argmax(f1[::-1])]))  # the highest of the best
+    return out
+
+@torch.no_grad()
+def calibrate_checkpoint(ckpt: str | Path, loader, device=None, min_positives: int = 2) -> list[float] | None:
+    "Calibrate the classifier thresholds of checkpoint `ckpt` on `loader` (the validation split) and save them into it; None without a classifier."
+    from cxrgen.models.report_generator import label_targets
+    ckpt = Path(ckpt)
+    m = load_checkpoint_model(ckpt, map_location=device or "cpu").eval()
+    if getattr(m, "label_head", None) is None: return None
+    probs, targets = [], []
+    for b in loader:
+        if b.get("chexpert_labels") is None: return None
+        vm = b.get("view_mask")
+        probs.append(m.image_summary(b["pixel_values"].to(m.device), None if vm is None else vm.to(m.device))[1].cpu().numpy())
+        targets.append(label_targets(b["chexpert_labels"]).numpy().astype(bool))
+    th = calibrate_thresholds(np.concatenate(probs), np.concatenate(targets), default=m.model_config.label_threshold,
+                              min_positives=min_positives)
+    m.model_config.label_thresholds = th
+    m.save_pretrained(ckpt)  # weights unchanged; config.json now carries the thresholds
+    rc = ckpt / "run_config.json"
+    if rc.is_file():
+        d = json.loads(rc.read_text()); d["model"]["label_thresholds"] = th
+        atomic_write_json(rc, d)
+    return th
+
 # %% ../../nbs/20_training.trainer.ipynb #2ebceefb
 def train_stage(cfg: RunConfig,  # the run config (cfg.train.stage picks the stage)
                 init_from: str | Path | None = None,  # stage-1 run folder or checkpoint folder to start from (stage 2)
@@ -813,6 +851,13 @@ def train_stage(cfg: RunConfig,  # the run config (cfg.train.stage picks the sta
     if ck_last is not None: trainer.load_checkpoint(ck_last, load_model=False)
     summary = trainer.fit()
     summary.update({"init_from": str(init_ck) if init_ck else None, "resumed_from": str(ck_last) if ck_last else None})
+    best = out / "checkpoints" / "best"
+    if acc.is_main_process and cfg.train.calibrate_thresholds and val_dl is not None and (best / "config.json").is_file():
+        th = calibrate_checkpoint(best, val_dl, device=acc.device)
+        if th is not None:
+            summary["label_thresholds"] = dict(zip(CHEXPERT_LABELS, th))
+            log.info("classifier thresholds from the validation split: " +
+                     ", ".join(f"{k} {v:.2f}" for k, v in zip(CHEXPERT_LABELS, th) if v != cfg.model.label_threshold))
     if acc.is_main_process:
         atomic_write_json(out / "summary.json", summary)
         print(format_summary(summary))
