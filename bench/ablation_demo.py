@@ -14,7 +14,8 @@ interrupted ablation continues where it stopped.
 Variants (each a set of config overrides on top of the demo preset):
 - today:        the demo before the classifier existed (no classifier, no prompt, no_repeat_ngram_size 3)
 - classifier:   + the findings classifier's loss (attention pooling), reports not conditioned on it
-- conditioned:  + the findings prompt: the demo preset as it is now
+- prompt_mixed: + the findings prompt, half the training prompts the classifier's own findings (teacher_forcing 0.5)
+- conditioned:  + the findings prompt, training prompts the true labels: the demo preset as it is now
 """
 import argparse
 import json
@@ -28,6 +29,7 @@ VARIANTS = {
     "today": {"model.aux_label_weight": 0.0, "model.conditioning": "none", "model.classifier": "linear",
               "generation.no_repeat_ngram_size": 3},
     "classifier": {"model.conditioning": "none"},
+    "prompt_mixed": {"model.teacher_forcing": 0.5},
     "conditioned": {},
 }
 HEADLINE = [("F1-14", "chexpert_f1_micro14_upos"), ("F1-5", "chexpert_f1_micro5_upos"), ("BLEU-4", "bleu_4"),

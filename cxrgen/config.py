@@ -68,7 +68,7 @@ class ModelConfig:
     conditioning: str = "labels"  # labels: the classifier's findings prompt the decoder (14 soft tokens after the image prefix) | none
     label_threshold: float = 0.5  # classifier probability at which a finding counts as present
     label_thresholds: Optional[list] = None  # per-observation thresholds (CHEXPERT_LABELS order), set by calibration after training; None: label_threshold
-    teacher_forcing: float = 0.5  # training: share of samples whose prompt holds the true labels (the rest get the classifier's own)
+    teacher_forcing: float = 1.0  # training: share of samples whose prompt holds the true labels (the rest get the classifier's own findings)
 
 @dataclass
 class TrainConfig:
