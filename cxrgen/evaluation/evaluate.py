@@ -25,10 +25,10 @@ from .metrics import (binarize_labels, compute_metrics, label_metrics, label_slu
                                        tokenize_report)
 
 # %% auto #0
-__all__ = ['log', 'CONVENTIONS', 'split_prefix', 'report_sentences', 'report_stats', 'score_reports', 'most_frequent_report',
-           'nearest_neighbour_reports', 'generate_split', 'encode_split', 'plot_per_label_f1', 'plot_lengths',
-           'pick_examples', 'plot_examples', 'plot_label_confusion', 'checkpoint_config', 'evaluate_checkpoint',
-           'smoke_checkpoint', 'format_results', 'prompt_following']
+__all__ = ['log', 'SYSTEM_NAMES', 'CONVENTIONS', 'split_prefix', 'report_sentences', 'report_stats', 'score_reports',
+           'most_frequent_report', 'nearest_neighbour_reports', 'generate_split', 'encode_split', 'plot_per_label_f1',
+           'plot_lengths', 'pick_examples', 'plot_examples', 'plot_label_confusion', 'checkpoint_config',
+           'evaluate_checkpoint', 'smoke_checkpoint', 'format_results', 'prompt_following']
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #8dc7b424
 log = get_logger("cxrgen.evaluation.evaluate")
@@ -130,6 +130,9 @@ def _save_fig(fig, path: Path, dpi: int = 110) -> Path:
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
+SYSTEM_NAMES = {"model": "model", "constant_report": "most frequent training report",
+                "nn_retrieval": "nearest-neighbour retrieval", "image_classifier": "image-only classifier"}
+
 def plot_per_label_f1(systems: dict, path: Path, uncertain: str = "upos") -> Path:
     "Grouped bars of per-label CheXpert F1 for each system (`{name: metrics dict without prefix}`), with CI whiskers."
     import matplotlib; matplotlib.use("Agg", force=False)
@@ -147,15 +150,17 @@ def plot_per_label_f1(systems: dict, path: Path, uncertain: str = "upos") -> Pat
     width = 0.8 / max(len(names), 1)
     pal = sns.color_palette("deep", len(names))
     x = np.arange(len(CHEXPERT_LABELS))
+    handles = []
     for j, name in enumerate(names):
         d = df[df.system == name].set_index("label").reindex(CHEXPERT_LABELS)
         pos = x - 0.4 + width * (j + 0.5)
-        ax.bar(pos, d.f1, width, label=name, color=pal[j])
+        handles.append(ax.bar(pos, d.f1, width, label=name, color=pal[j]))
         ax.errorbar(pos, d.f1, yerr=[(d.f1 - d.lo).clip(lower=0), (d.hi - d.f1).clip(lower=0)], fmt="none",
                     ecolor="black", elinewidth=0.8, capsize=2)
     ax.set_xticks(x, CHEXPERT_LABELS, rotation=40, ha="right")
     ax.set_ylim(0, 1.05); ax.set_ylabel(f"F1 ({uncertain}: uncertain as {'positive' if uncertain == 'upos' else 'negative'})")
-    ax.set_title("CheXpert per-label F1 with 95% bootstrap CIs"); ax.legend(loc="upper right")
+    ax.set_title("CheXpert per-label F1 with 95% bootstrap CIs", pad=28)
+    ax.legend(handles, [SYSTEM_NAMES.get(n, n) for n in names], loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(names), frameon=False)
     return _save_fig(fig, path)
 
 def plot_lengths(texts: dict, path: Path) -> Path:
@@ -462,14 +467,13 @@ def smoke_checkpoint(folder: str | Path, n_studies: int = 30, image_size: int = 
     return ckpt, cfg
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #3f74d6fa
-_BASELINE_NAMES = {"constant_report": "most frequent training report", "nn_retrieval": "nearest-neighbour retrieval"}
 _HEADLINE = [("CheXpert F1 micro14 u+", "chexpert_f1_micro14_upos"), ("F1 micro5 u+", "chexpert_f1_micro5_upos"),
              ("terms F1", "clinical_terms_f1"), ("BLEU-4", "bleu_4"), ("ROUGE-L", "rouge_l")]
 
 def format_results(result: dict) -> str:
     "A text table of the headline metrics of an `evaluate_checkpoint` result: the model, each baseline, the image-only classifier."
     p = split_prefix(result["split"])
-    rows = [("model", result["metrics"])] + [(_BASELINE_NAMES.get(k, k), b["metrics"]) for k, b in result.get("baselines", {}).items()]
+    rows = [("model", result["metrics"])] + [(SYSTEM_NAMES.get(k, k), b["metrics"]) for k, b in result.get("baselines", {}).items()]
     if "classifier" in result: rows.append(("image-only classifier (labels)", result["classifier"]["metrics"]))
     fmt = lambda m, k: f"{m[f'{p}_{k}']:.3f}" if isinstance(m.get(f"{p}_{k}"), (int, float)) else "n/a"
     lines = [f"{result['split']} split, {result['n_studies']} studies".ljust(32) + "".join(f"{h:>24s}" if i == 0 else f"{h:>14s}" for i, (h, _) in enumerate(_HEADLINE))]
