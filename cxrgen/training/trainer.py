@@ -376,13 +376,20 @@ def train_step(self: Trainer, micro_batches: list[dict]) -> dict:
     n_tok = [(b["labels"] != -100).sum() for b in micro_batches]
     n_local = torch.stack(n_tok).sum()
     n_global = acc.reduce(n_local.clone(), "sum").clamp_min(1)  # report tokens in this step, all processes
+    n_smp = [len(b["input_ids"]) for b in micro_batches]
+    smp_global = acc.reduce(torch.tensor(float(sum(n_smp)), device=acc.device), "sum").clamp_min(1)  # samples, all processes
+    aux = float(getattr(self.unwrapped, "aux_label_weight", 0.0) or 0.0)
     losses = []
     try:
         for i, b in enumerate(micro_batches):
             sync = i == len(micro_batches) - 1
             with (contextlib.nullcontext() if sync else acc.no_sync(model)):
-                loss = model(**_model_inputs(b)).loss
-                acc.backward(loss * (n_tok[i] * acc.num_processes / n_global))
+                out = model(**_model_inputs(b))
+                loss, lm, lab = out.loss, getattr(out, "lm_loss", None), getattr(out, "label_loss", None)
+                if lm is None or lab is None: obj = loss * (n_tok[i] * acc.num_processes / n_global)
+                else:  # the report loss is a mean over tokens, the classifier's over samples: each weighted by its own count
+                    obj = lm * (n_tok[i] * acc.num_processes / n_global) + aux * lab * (n_smp[i] * acc.num_processes / smp_global)
+                acc.backward(obj)
             losses.append(loss.detach().float() * n_tok[i])
         grad_norm = (acc.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0
                      else torch.zeros((), device=acc.device))
@@ -430,7 +437,8 @@ def evaluate(self: Trainer, max_batches: int | None = None) -> dict:
             with acc.autocast():
                 out = m(**_model_inputs(b))
                 n = (b["labels"] != -100).sum()
-                loss_sum += out.loss.double() * n; n_sum += n
+                lm = getattr(out, "lm_loss", None)  # val_loss is the report's cross-entropy (the classifier has its F1 below)
+                loss_sum += (lm if lm is not None else out.loss).double() * n; n_sum += n
                 if getattr(out, "label_logits", None) is not None and b.get("chexpert_labels") is not None:
                     lab = b["chexpert_labels"]
                     pred, ref = m.findings_from_logits(out.label_logits).bool(), (lab == 1) | (lab == -1)
