@@ -49,7 +49,7 @@ def run_one(out: Path, variant: str, seed: int) -> dict:
     done = out / "ablation_run.json"
     if done.is_file(): return json.loads(done.read_text())
     data_dir = data_cache_dir() / f"synthetic-demo-{DEMO_STUDIES}-seed0"  # the demo's own data
-    generate_dataset(data_dir, n_studies=DEMO_STUDIES, seed=0, overwrite=True)  # a no-op when complete
+    generate_dataset(data_dir, n_studies=DEMO_STUDIES, seed=0)  # a no-op when this exact dataset is there
     cfg1 = demo_config(data_dir, out, 1)
     if not (data_dir / cfg1.data.csv_file).exists(): preprocess(data_dir, section=cfg1.data.section, views=cfg1.data.views)
     prepare_image_cache(cfg1, progress=False)
