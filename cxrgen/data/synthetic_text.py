@@ -34,79 +34,88 @@ def pick(rng, options):
 
 def _cap(s: str) -> str: return s[:1].upper() + s[1:]
 
+class _Draw:
+    "The findings of one study as they are drawn: one method per finding kind, each drawing its certainty, place and size from `rng`."
+    def __init__(self, rng): self.rng, self.F = rng, []
+    def add(self, kind, certainty=1.0, **kw): self.F.append(dict(kind=kind, certainty=certainty, **kw))
+    def hedge(self, p): return -1.0 if self.rng.random() < p else 1.0
+    def lobe(self, side=None):
+        names = [k for k, (s, _) in LOBES.items() if side in (None, s)]
+        return pick(self.rng, names)
+    def effusion(self, side=None, size=None, p_hedge=0.12):
+        c = self.hedge(p_hedge)
+        side = side or pick(self.rng, [(0.35, "right"), (0.3, "left"), (0.35, "bilateral")])
+        size = "small" if c < 0 else (size or pick(self.rng, [(0.5, "small"), (0.35, "moderate"), (0.15, "large")]))
+        self.add("effusion", c, side=side, size=size)
+    def opacity(self, side=None):
+        wording = pick(self.rng, [(0.25, "consolidation"), (0.3, "pneumonia"), (0.25, "opacity_hedged"), (0.2, "opacity")])
+        self.add("consolidation", 1.0, lobe=self.lobe(side), wording=wording)
+    def atelectasis(self):
+        self.add("atelectasis", self.hedge(0.15), location=pick(self.rng, [(0.5, "bibasilar"), (0.25, "left"), (0.25, "right")]))
+    def edema(self, size=None):
+        c = self.hedge(0.12)
+        self.add("edema", c, size="mild" if c < 0 else (size or pick(self.rng, [(0.55, "mild"), (0.35, "moderate"), (0.1, "severe")])))
+    def cardiomegaly(self):
+        c = self.hedge(0.12)
+        self.add("cardiomegaly", c, size="borderline" if c < 0 else pick(self.rng, [(0.5, "mild"), (0.35, "moderate"), (0.15, "severe")]))
+    def pneumothorax(self, side=None):
+        c = self.hedge(0.1)
+        self.add("pneumothorax", c, side=side or pick(self.rng, SIDES),
+                 size="small" if c < 0 else pick(self.rng, [(0.5, "small"), (0.3, "moderate"), (0.2, "large")]))
+    def lesion(self):
+        mass = self.rng.random() < 0.35
+        self.add("mass" if mass else "nodule", self.hedge(0.0 if mass else 0.15), lobe=self.lobe(),
+                 cm=round(float(self.rng.uniform(4.0, 7.0) if mass else self.rng.uniform(1.2, 2.5)), 1))
+    def fracture(self):
+        self.add("fracture", 1.0, side=pick(self.rng, SIDES), rib=int(self.rng.integers(4, 9)), healed=bool(self.rng.random() < 0.4))
+    def has(self, kind): return any(f["kind"] == kind for f in self.F)
+
+def _cardiac(d: _Draw, subject: dict):
+    if subject["big_heart"] or d.rng.random() < 0.8: d.cardiomegaly()
+    if d.rng.random() < 0.65: d.edema()
+    if d.rng.random() < 0.55: d.effusion(side=pick(d.rng, [(0.6, "bilateral"), (0.3, "right"), (0.1, "left")]))
+    if d.rng.random() < 0.15: d.atelectasis()
+
+def _infection(d: _Draw, subject: dict):
+    d.opacity()
+    if d.rng.random() < 0.25: d.effusion(size="small")
+    if d.rng.random() < 0.15: d.atelectasis()
+
+def _icu(d: _Draw, subject: dict):
+    if d.rng.random() < 0.7: d.add("ett")
+    if d.rng.random() < 0.65: d.add("ngt")
+    r = d.rng.random()
+    if r < 0.5: d.add("cvc")
+    elif r < 0.8: d.add("picc", side=pick(d.rng, SIDES))
+    if d.rng.random() < 0.45: d.atelectasis()
+    if d.rng.random() < 0.4: d.effusion()
+    if d.rng.random() < 0.3: d.edema()
+    if d.rng.random() < 0.25: d.opacity()
+    if d.rng.random() < 0.08: d.pneumothorax()
+
+def _other(d: _Draw, subject: dict):
+    pool = [(0.25, d.lesion), (0.14, d.fracture), (0.14, d.pneumothorax), (0.16, d.atelectasis), (0.14, d.effusion),
+            (0.06, lambda: d.add("mediastinum", d.hedge(0.15))), (0.06, lambda: d.add("pleural_thickening", 1.0,
+             side=pick(d.rng, ["right", "left", "bilateral"]))), (0.1, d.opacity), (0.1, d.cardiomegaly)]
+    w = np.array([p for p, _ in pool]); n = 1 + int(d.rng.random() < 0.3)
+    for i in d.rng.choice(len(pool), size=n, replace=False, p=w / w.sum()): pool[i][1]()
+    if any(f["kind"] == "fracture" and not f["healed"] for f in d.F) and d.rng.random() < 0.3 and not d.has("pneumothorax"):
+        d.pneumothorax(side=next(f["side"] for f in d.F if f["kind"] == "fracture"))
+
+_SCENARIOS = {"normal": lambda d, subject: None, "cardiac": _cardiac, "infection": _infection, "icu": _icu, "other": _other}
+
 def sample_findings(rng, subject: dict, portable: bool) -> tuple[str, list[dict]]:
     "Draw the scenario and the findings of one study (a list of dicts: kind, certainty and where/how big)."
     scen = pick(rng, [(0.36, "normal"), (0.16, "cardiac"), (0.16, "infection"), (0.16, "icu"), (0.16, "other")])
     if portable and scen == "normal" and rng.random() < 0.5: scen = "icu"
-    F = []
-    def add(kind, certainty=1.0, **kw): F.append(dict(kind=kind, certainty=certainty, **kw))
-    def hedge(p): return -1.0 if rng.random() < p else 1.0
-    def lobe(side=None):
-        names = [k for k, (s, _) in LOBES.items() if side in (None, s)]
-        return pick(rng, names)
-    def effusion(side=None, size=None, p_hedge=0.12):
-        c = hedge(p_hedge)
-        side = side or pick(rng, [(0.35, "right"), (0.3, "left"), (0.35, "bilateral")])
-        size = "small" if c < 0 else (size or pick(rng, [(0.5, "small"), (0.35, "moderate"), (0.15, "large")]))
-        add("effusion", c, side=side, size=size)
-    def opacity(side=None):
-        wording = pick(rng, [(0.25, "consolidation"), (0.3, "pneumonia"), (0.25, "opacity_hedged"), (0.2, "opacity")])
-        add("consolidation", 1.0, lobe=lobe(side), wording=wording)
-    def atelectasis():
-        add("atelectasis", hedge(0.15), location=pick(rng, [(0.5, "bibasilar"), (0.25, "left"), (0.25, "right")]))
-    def edema(size=None):
-        c = hedge(0.12)
-        add("edema", c, size="mild" if c < 0 else (size or pick(rng, [(0.55, "mild"), (0.35, "moderate"), (0.1, "severe")])))
-    def cardiomegaly():
-        c = hedge(0.12)
-        add("cardiomegaly", c, size="borderline" if c < 0 else pick(rng, [(0.5, "mild"), (0.35, "moderate"), (0.15, "severe")]))
-    def pneumothorax(side=None):
-        c = hedge(0.1)
-        add("pneumothorax", c, side=side or pick(rng, SIDES),
-            size="small" if c < 0 else pick(rng, [(0.5, "small"), (0.3, "moderate"), (0.2, "large")]))
-    def lesion():
-        mass = rng.random() < 0.35
-        add("mass" if mass else "nodule", hedge(0.0 if mass else 0.15), lobe=lobe(),
-            cm=round(float(rng.uniform(4.0, 7.0) if mass else rng.uniform(1.2, 2.5)), 1))
-    def fracture():
-        add("fracture", 1.0, side=pick(rng, SIDES), rib=int(rng.integers(4, 9)), healed=bool(rng.random() < 0.4))
-
-    if scen == "cardiac":
-        if subject["big_heart"] or rng.random() < 0.8: cardiomegaly()
-        if rng.random() < 0.65: edema()
-        if rng.random() < 0.55: effusion(side=pick(rng, [(0.6, "bilateral"), (0.3, "right"), (0.1, "left")]))
-        if rng.random() < 0.15: atelectasis()
-    elif scen == "infection":
-        opacity()
-        if rng.random() < 0.25: effusion(size="small")
-        if rng.random() < 0.15: atelectasis()
-    elif scen == "icu":
-        if rng.random() < 0.7: add("ett")
-        if rng.random() < 0.65: add("ngt")
-        r = rng.random()
-        if r < 0.5: add("cvc")
-        elif r < 0.8: add("picc", side=pick(rng, SIDES))
-        if rng.random() < 0.45: atelectasis()
-        if rng.random() < 0.4: effusion()
-        if rng.random() < 0.3: edema()
-        if rng.random() < 0.25: opacity()
-        if rng.random() < 0.08: pneumothorax()
-    elif scen == "other":
-        pool = [(0.25, lesion), (0.14, fracture), (0.14, pneumothorax), (0.16, atelectasis), (0.14, effusion),
-                (0.06, lambda: add("mediastinum", hedge(0.15))), (0.06, lambda: add("pleural_thickening", 1.0,
-                 side=pick(rng, ["right", "left", "bilateral"]))), (0.1, opacity), (0.1, cardiomegaly)]
-        w = np.array([p for p, _ in pool]); n = 1 + int(rng.random() < 0.3)
-        for i in rng.choice(len(pool), size=n, replace=False, p=w / w.sum()): pool[i][1]()
-        if any(f["kind"] == "fracture" and not f["healed"] for f in F) and rng.random() < 0.3 \
-                and not any(f["kind"] == "pneumothorax" for f in F):
-            pneumothorax(side=next(f["side"] for f in F if f["kind"] == "fracture"))
-    if subject["big_heart"] and not any(f["kind"] == "cardiomegaly" for f in F) and scen != "normal":
-        cardiomegaly()
-    if subject["pacemaker"]: add("pacemaker")
-    if subject["sternotomy"]: add("sternotomy")
+    d = _Draw(rng)
+    _SCENARIOS[scen](d, subject)
+    if subject["big_heart"] and not d.has("cardiomegaly") and scen != "normal": d.cardiomegaly()
+    if subject["pacemaker"]: d.add("pacemaker")
+    if subject["sternotomy"]: d.add("sternotomy")
     # one finding of a kind (keep the first), devices last in a stable order
     seen, out = set(), []
-    for f in F:
+    for f in d.F:
         if f["kind"] not in seen: seen.add(f["kind"]); out.append(f)
     return scen, out
 
@@ -122,142 +131,188 @@ class _Said(str):
 
 def _said_labels(sentence: str, default: dict) -> dict: return getattr(sentence, "labels", default)
 
+def _say_cardiomegaly(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for cardiomegaly."
+    c = f["certainty"]
+    if c < 0:
+        s = P(["Heart size is borderline enlarged.", "The cardiac silhouette is possibly mildly enlarged.",
+               "Borderline cardiomegaly."])
+        return s, P(["Borderline cardiomegaly.", "Possible mild cardiomegaly."]), {"Cardiomegaly": -1.0}
+    sz = f["size"]
+    s = P([f"{_cap(sz)} cardiomegaly.", f"The heart is {SEVERITY_ADVERB[sz]} enlarged.",
+           f"There is {sz} enlargement of the cardiac silhouette.", f"{_cap(sz)} enlargement of the cardiac silhouette."])
+    return s, P([f"{_cap(sz)} cardiomegaly.", f"{_cap(sz)} cardiomegaly."]), {"Cardiomegaly": 1.0}
+
+def _say_effusion(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for effusion."
+    c = f["certainty"]
+    sd, sz = f["side"], f["size"]
+    if c < 0:
+        if sd == "bilateral":
+            s = P(["Blunting of both costophrenic angles may reflect small pleural effusions.",
+                   "Possible small bilateral pleural effusions."])
+            return s, "Possible small bilateral pleural effusions.", {"Pleural Effusion": -1.0}
+        s = P([f"Blunting of the {sd} costophrenic angle may reflect a small pleural effusion.",
+               f"Possible small {sd} pleural effusion.",
+               f"A small {sd} pleural effusion cannot be excluded."])
+        return s, f"Possible small {sd} pleural effusion.", {"Pleural Effusion": -1.0}
+    if sd == "bilateral":
+        s = P([f"{_cap(sz)} bilateral pleural effusions.", f"There are {sz} bilateral pleural effusions.",
+               f"{_cap(sz)} bilateral pleural effusions are present."])
+        return s, f"{_cap(sz)} bilateral pleural effusions.", {"Pleural Effusion": 1.0}
+    s = P([f"{_cap(sz)} {sd} pleural effusion.", f"There is a {sz} {sd} pleural effusion.",
+           f"{_cap(sz)} {sd} pleural effusion is present.", f"A {sz} {sd} pleural effusion is seen."])
+    return s, f"{_cap(sz)} {sd} pleural effusion.", {"Pleural Effusion": 1.0}
+
+def _say_pneumothorax(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for pneumothorax."
+    c = f["certainty"]
+    sd, sz = f["side"], f["size"]
+    if c < 0:
+        s = P([f"Possible tiny {sd} apical pneumothorax.", f"A tiny {sd} apical pneumothorax cannot be excluded."])
+        return s, f"Possible tiny {sd} apical pneumothorax.", {"Pneumothorax": -1.0}
+    s = P([f"There is a {sz} {sd} pneumothorax.", f"{_cap(sz)} {sd} pneumothorax.",
+           f"A {sz} {sd} pneumothorax is present.", f"{_cap(sz)} {sd} apicolateral pneumothorax."])
+    return s, f"{_cap(sz)} {sd} pneumothorax.", {"Pneumothorax": 1.0}
+
+def _say_consolidation(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for consolidation."
+    lb, w = _lobe_words(f["lobe"]), f["wording"]
+    if w == "consolidation":
+        s = P([f"Focal consolidation in the {lb}.", f"There is consolidation in the {lb}.",
+               f"{_cap(lb)} consolidation."])
+        return s, f"{_cap(lb)} consolidation.", {"Consolidation": 1.0}
+    if w == "pneumonia":
+        s = P([f"{_cap(lb)} consolidation, consistent with pneumonia.",
+               f"Dense consolidation in the {lb} compatible with pneumonia.",
+               f"There is consolidation in the {lb}, likely pneumonia."])
+        imp = _Said(P([f"{_cap(lb)} pneumonia.", f"Findings consistent with {lb} pneumonia."]), {"Pneumonia": 1.0})
+        return s, imp, {"Consolidation": 1.0, "Pneumonia": 1.0}
+    if w == "opacity_hedged":
+        s = P([f"Patchy opacity in the {lb}, which may represent pneumonia.",
+               f"Opacity in the {lb} could reflect aspiration or pneumonia.",
+               f"Hazy opacity in the {lb}; cannot exclude early pneumonia."])
+        imp = P([f"{_cap(lb)} opacity, possibly pneumonia.", _Said(f"Cannot exclude {lb} pneumonia.", {"Pneumonia": -1.0})])
+        return s, imp, {"Lung Opacity": 1.0, "Pneumonia": -1.0}
+    s = P([f"Patchy opacity in the {lb}.", f"Ill-defined opacity projects over the {lb}.",
+           f"There is a patchy {lb} opacity."])
+    return s, f"{_cap(lb)} opacity.", {"Lung Opacity": 1.0}
+
+def _say_edema(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for edema."
+    c = f["certainty"]
+    sz = f["size"]
+    if c < 0:
+        s = P(["Possible mild pulmonary edema.", "Mild pulmonary edema cannot be excluded.",
+               "Mild pulmonary vascular congestion."])
+        return s, P(["Possible mild pulmonary edema.", "Mild pulmonary vascular congestion."]), {"Edema": -1.0}
+    opts = [f"{_cap(sz)} pulmonary edema.", f"There is {sz} pulmonary edema.",
+            f"Findings are consistent with {sz} pulmonary edema."]
+    if sz == "mild": opts += ["Mild pulmonary vascular congestion and interstitial edema.", "Mild interstitial pulmonary edema."]
+    return P(opts), f"{_cap(sz)} pulmonary edema.", {"Edema": 1.0}
+
+def _say_atelectasis(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for atelectasis."
+    c = f["certainty"]
+    loc = f["location"]
+    where = "bibasilar" if loc == "bibasilar" else f"{loc} basilar"
+    if c < 0:
+        s = P([f"{_cap(where)} opacity, possibly atelectasis.", f"{_cap(where)} opacity may reflect atelectasis."]
+              if loc != "bibasilar" else ["Bibasilar opacities, possibly atelectasis.",
+                                          "Bibasilar opacities may reflect atelectasis."])
+        return s, s, {"Lung Opacity": 1.0, "Atelectasis": -1.0}
+    if loc == "bibasilar":
+        s = P(["Bibasilar atelectasis.", "Mild bibasilar atelectasis.", "There is bibasilar atelectasis.",
+               "Linear atelectasis at both lung bases."])
+    else:
+        s = P([f"{_cap(loc)} basilar atelectasis.", f"Linear atelectasis at the {loc} lung base.",
+               f"Plate-like atelectasis at the {loc} base."])
+    return s, P(["", s]), {"Atelectasis": 1.0}
+
+def _say_lesion(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for a nodule or a mass."
+    k, c = f["kind"], f["certainty"]
+    lb, cm = _lobe_words(f["lobe"]), f["cm"]
+    if k == "mass":
+        s = P([f"There is a {cm} cm mass in the {lb}.", f"Large {lb} mass measuring approximately {cm} cm.",
+               f"A {cm} cm {lb} mass is concerning for malignancy."])
+        return s, f"{_cap(lb)} mass, concerning for malignancy. Recommend chest CT.", {"Lung Lesion": 1.0}
+    if c < 0:
+        s = P([f"Possible nodule in the {lb}.", f"A rounded density in the {lb} may represent a nodule."])
+        return s, f"Possible {lb} nodule. Recommend chest CT for further evaluation.", {"Lung Lesion": -1.0}
+    s = P([f"A {cm} cm nodule projects over the {lb}.", f"There is a {cm} cm rounded nodule in the {lb}.",
+           f"{cm} cm nodule in the {lb}."])
+    return s, f"{cm} cm {lb} nodule. Recommend chest CT for further evaluation.", {"Lung Lesion": 1.0}
+
+def _say_mediastinum(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for mediastinum."
+    c = f["certainty"]
+    if c < 0:
+        return "The mediastinum is possibly widened.", "Possible mediastinal widening.", \
+            {"Enlarged Cardiomediastinum": -1.0}
+    s = P(["The mediastinum is widened.", "Widening of the superior mediastinum.",
+           "The upper mediastinal contours are enlarged."])
+    return s, "Widened mediastinum.", {"Enlarged Cardiomediastinum": 1.0}
+
+def _say_pleural_thickening(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for pleural thickening."
+    sd = f["side"]
+    s = "Biapical pleural thickening." if sd == "bilateral" else f"{_cap(sd)} apical pleural thickening."
+    return s, "", {"Pleural Other": 1.0}
+
+def _say_fracture(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for fracture."
+    sd, rib = f["side"], RIB_ORDINALS[f["rib"]]
+    if f["healed"]:
+        s = P([f"Healed fracture of the {sd} {rib} rib.", f"Old healed {sd} {rib} rib fracture."])
+        return s, "", {"Fracture": 1.0}
+    s = P([f"Acute fracture of the {sd} {rib} rib.", f"Displaced fracture of the {sd} {rib} posterior rib.",
+           f"There is an acute {sd} {rib} rib fracture."])
+    return s, f"Acute {sd} {rib} rib fracture.", {"Fracture": 1.0}
+
+_DEVICE_SENTENCES = {  # device -> findings sentences ({n}: cm above the carina, {Side}: the PICC's side)
+    "ett": ["Endotracheal tube terminates {n} cm above the carina.", "The endotracheal tube tip is {n} cm above the carina.",
+            "Endotracheal tube in standard position."],
+    "ngt": ["Nasogastric tube courses below the diaphragm with the tip in the stomach.",
+            "Enteric tube tip is in the stomach.", "An orogastric tube extends into the stomach."],
+    "cvc": ["Right internal jugular central venous catheter terminates in the mid SVC.",
+            "Right IJ central line tip is at the cavoatrial junction.",
+            "Right internal jugular line ends in the lower SVC."],
+    "picc": ["{Side}-sided PICC line tip is in the lower SVC.", "{Side} upper extremity PICC terminates in the distal SVC.",
+            "{Side} PICC line ends at the cavoatrial junction."],
+    "pacemaker": ["Left chest wall pacemaker with leads terminating in the right atrium and right ventricle.",
+            "Dual-chamber pacemaker leads are in standard position.",
+            "Left-sided pacemaker device with leads in expected position."],
+    "sternotomy": ["Median sternotomy wires are intact.", "Status post median sternotomy, with intact sternotomy wires.",
+            "Intact median sternotomy wires."]}
+
+def _say_device(f: dict, P, rng) -> tuple[str, str, dict]:
+    "Sentences and labels for a tube, line or device."
+    k = f["kind"]
+    s = P(_DEVICE_SENTENCES[k]).format(n=int(rng.integers(3, 6)), Side=_cap(f.get("side") or ""))
+    imp = {"ett": "Endotracheal tube in standard position.", "ngt": "Enteric tube in the stomach.",
+           "cvc": "Right IJ line in the SVC.", "picc": "PICC line in the SVC."}.get(k, "")
+    return s, imp, {"Support Devices": 1.0}
+
+_SAY = {  # finding kind -> its sentence writer
+    "cardiomegaly": _say_cardiomegaly,
+    "effusion": _say_effusion,
+    "pneumothorax": _say_pneumothorax,
+    "consolidation": _say_consolidation,
+    "edema": _say_edema,
+    "atelectasis": _say_atelectasis,
+    "nodule": _say_lesion,
+    "mass": _say_lesion,
+    "mediastinum": _say_mediastinum,
+    "pleural_thickening": _say_pleural_thickening,
+    "fracture": _say_fracture,
+    **{k: _say_device for k in _DEVICE_SENTENCES},
+}
+
 def _describe(f: dict, rng) -> tuple[str, str, dict]:
     "(findings sentence, impression sentence or '', CheXpert labels) for one finding."
-    k, c = f["kind"], f["certainty"]
-    P = lambda opts: pick(rng, opts)
-    if k == "cardiomegaly":
-        if c < 0:
-            s = P(["Heart size is borderline enlarged.", "The cardiac silhouette is possibly mildly enlarged.",
-                   "Borderline cardiomegaly."])
-            return s, P(["Borderline cardiomegaly.", "Possible mild cardiomegaly."]), {"Cardiomegaly": -1.0}
-        sz = f["size"]
-        s = P([f"{_cap(sz)} cardiomegaly.", f"The heart is {SEVERITY_ADVERB[sz]} enlarged.",
-               f"There is {sz} enlargement of the cardiac silhouette.", f"{_cap(sz)} enlargement of the cardiac silhouette."])
-        return s, P([f"{_cap(sz)} cardiomegaly.", f"{_cap(sz)} cardiomegaly."]), {"Cardiomegaly": 1.0}
-    if k == "effusion":
-        sd, sz = f["side"], f["size"]
-        if c < 0:
-            if sd == "bilateral":
-                s = P(["Blunting of both costophrenic angles may reflect small pleural effusions.",
-                       "Possible small bilateral pleural effusions."])
-                return s, "Possible small bilateral pleural effusions.", {"Pleural Effusion": -1.0}
-            s = P([f"Blunting of the {sd} costophrenic angle may reflect a small pleural effusion.",
-                   f"Possible small {sd} pleural effusion.",
-                   f"A small {sd} pleural effusion cannot be excluded."])
-            return s, f"Possible small {sd} pleural effusion.", {"Pleural Effusion": -1.0}
-        if sd == "bilateral":
-            s = P([f"{_cap(sz)} bilateral pleural effusions.", f"There are {sz} bilateral pleural effusions.",
-                   f"{_cap(sz)} bilateral pleural effusions are present."])
-            return s, f"{_cap(sz)} bilateral pleural effusions.", {"Pleural Effusion": 1.0}
-        s = P([f"{_cap(sz)} {sd} pleural effusion.", f"There is a {sz} {sd} pleural effusion.",
-               f"{_cap(sz)} {sd} pleural effusion is present.", f"A {sz} {sd} pleural effusion is seen."])
-        return s, f"{_cap(sz)} {sd} pleural effusion.", {"Pleural Effusion": 1.0}
-    if k == "pneumothorax":
-        sd, sz = f["side"], f["size"]
-        if c < 0:
-            s = P([f"Possible tiny {sd} apical pneumothorax.", f"A tiny {sd} apical pneumothorax cannot be excluded."])
-            return s, f"Possible tiny {sd} apical pneumothorax.", {"Pneumothorax": -1.0}
-        s = P([f"There is a {sz} {sd} pneumothorax.", f"{_cap(sz)} {sd} pneumothorax.",
-               f"A {sz} {sd} pneumothorax is present.", f"{_cap(sz)} {sd} apicolateral pneumothorax."])
-        return s, f"{_cap(sz)} {sd} pneumothorax.", {"Pneumothorax": 1.0}
-    if k == "consolidation":
-        lb, w = _lobe_words(f["lobe"]), f["wording"]
-        if w == "consolidation":
-            s = P([f"Focal consolidation in the {lb}.", f"There is consolidation in the {lb}.",
-                   f"{_cap(lb)} consolidation."])
-            return s, f"{_cap(lb)} consolidation.", {"Consolidation": 1.0}
-        if w == "pneumonia":
-            s = P([f"{_cap(lb)} consolidation, consistent with pneumonia.",
-                   f"Dense consolidation in the {lb} compatible with pneumonia.",
-                   f"There is consolidation in the {lb}, likely pneumonia."])
-            imp = _Said(P([f"{_cap(lb)} pneumonia.", f"Findings consistent with {lb} pneumonia."]), {"Pneumonia": 1.0})
-            return s, imp, {"Consolidation": 1.0, "Pneumonia": 1.0}
-        if w == "opacity_hedged":
-            s = P([f"Patchy opacity in the {lb}, which may represent pneumonia.",
-                   f"Opacity in the {lb} could reflect aspiration or pneumonia.",
-                   f"Hazy opacity in the {lb}; cannot exclude early pneumonia."])
-            imp = P([f"{_cap(lb)} opacity, possibly pneumonia.", _Said(f"Cannot exclude {lb} pneumonia.", {"Pneumonia": -1.0})])
-            return s, imp, {"Lung Opacity": 1.0, "Pneumonia": -1.0}
-        s = P([f"Patchy opacity in the {lb}.", f"Ill-defined opacity projects over the {lb}.",
-               f"There is a patchy {lb} opacity."])
-        return s, f"{_cap(lb)} opacity.", {"Lung Opacity": 1.0}
-    if k == "edema":
-        sz = f["size"]
-        if c < 0:
-            s = P(["Possible mild pulmonary edema.", "Mild pulmonary edema cannot be excluded.",
-                   "Mild pulmonary vascular congestion."])
-            return s, P(["Possible mild pulmonary edema.", "Mild pulmonary vascular congestion."]), {"Edema": -1.0}
-        opts = [f"{_cap(sz)} pulmonary edema.", f"There is {sz} pulmonary edema.",
-                f"Findings are consistent with {sz} pulmonary edema."]
-        if sz == "mild": opts += ["Mild pulmonary vascular congestion and interstitial edema.", "Mild interstitial pulmonary edema."]
-        return P(opts), f"{_cap(sz)} pulmonary edema.", {"Edema": 1.0}
-    if k == "atelectasis":
-        loc = f["location"]
-        where = "bibasilar" if loc == "bibasilar" else f"{loc} basilar"
-        if c < 0:
-            s = P([f"{_cap(where)} opacity, possibly atelectasis.", f"{_cap(where)} opacity may reflect atelectasis."]
-                  if loc != "bibasilar" else ["Bibasilar opacities, possibly atelectasis.",
-                                              "Bibasilar opacities may reflect atelectasis."])
-            return s, s, {"Lung Opacity": 1.0, "Atelectasis": -1.0}
-        if loc == "bibasilar":
-            s = P(["Bibasilar atelectasis.", "Mild bibasilar atelectasis.", "There is bibasilar atelectasis.",
-                   "Linear atelectasis at both lung bases."])
-        else:
-            s = P([f"{_cap(loc)} basilar atelectasis.", f"Linear atelectasis at the {loc} lung base.",
-                   f"Plate-like atelectasis at the {loc} base."])
-        return s, P(["", s]), {"Atelectasis": 1.0}
-    if k in ("nodule", "mass"):
-        lb, cm = _lobe_words(f["lobe"]), f["cm"]
-        if k == "mass":
-            s = P([f"There is a {cm} cm mass in the {lb}.", f"Large {lb} mass measuring approximately {cm} cm.",
-                   f"A {cm} cm {lb} mass is concerning for malignancy."])
-            return s, f"{_cap(lb)} mass, concerning for malignancy. Recommend chest CT.", {"Lung Lesion": 1.0}
-        if c < 0:
-            s = P([f"Possible nodule in the {lb}.", f"A rounded density in the {lb} may represent a nodule."])
-            return s, f"Possible {lb} nodule. Recommend chest CT for further evaluation.", {"Lung Lesion": -1.0}
-        s = P([f"A {cm} cm nodule projects over the {lb}.", f"There is a {cm} cm rounded nodule in the {lb}.",
-               f"{cm} cm nodule in the {lb}."])
-        return s, f"{cm} cm {lb} nodule. Recommend chest CT for further evaluation.", {"Lung Lesion": 1.0}
-    if k == "mediastinum":
-        if c < 0:
-            return "The mediastinum is possibly widened.", "Possible mediastinal widening.", \
-                {"Enlarged Cardiomediastinum": -1.0}
-        s = P(["The mediastinum is widened.", "Widening of the superior mediastinum.",
-               "The upper mediastinal contours are enlarged."])
-        return s, "Widened mediastinum.", {"Enlarged Cardiomediastinum": 1.0}
-    if k == "pleural_thickening":
-        sd = f["side"]
-        s = "Biapical pleural thickening." if sd == "bilateral" else f"{_cap(sd)} apical pleural thickening."
-        return s, "", {"Pleural Other": 1.0}
-    if k == "fracture":
-        sd, rib = f["side"], RIB_ORDINALS[f["rib"]]
-        if f["healed"]:
-            s = P([f"Healed fracture of the {sd} {rib} rib.", f"Old healed {sd} {rib} rib fracture."])
-            return s, "", {"Fracture": 1.0}
-        s = P([f"Acute fracture of the {sd} {rib} rib.", f"Displaced fracture of the {sd} {rib} posterior rib.",
-               f"There is an acute {sd} {rib} rib fracture."])
-        return s, f"Acute {sd} {rib} rib fracture.", {"Fracture": 1.0}
-    dev = {"ett": ["Endotracheal tube terminates {n} cm above the carina.", "The endotracheal tube tip is {n} cm above the carina.",
-                   "Endotracheal tube in standard position."],
-           "ngt": ["Nasogastric tube courses below the diaphragm with the tip in the stomach.",
-                   "Enteric tube tip is in the stomach.", "An orogastric tube extends into the stomach."],
-           "cvc": ["Right internal jugular central venous catheter terminates in the mid SVC.",
-                   "Right IJ central line tip is at the cavoatrial junction.",
-                   "Right internal jugular line ends in the lower SVC."],
-           "picc": ["{Side}-sided PICC line tip is in the lower SVC.", "{Side} upper extremity PICC terminates in the distal SVC.",
-                    "{Side} PICC line ends at the cavoatrial junction."],
-           "pacemaker": ["Left chest wall pacemaker with leads terminating in the right atrium and right ventricle.",
-                         "Dual-chamber pacemaker leads are in standard position.",
-                         "Left-sided pacemaker device with leads in expected position."],
-           "sternotomy": ["Median sternotomy wires are intact.", "Status post median sternotomy, with intact sternotomy wires.",
-                          "Intact median sternotomy wires."]}
-    if k in dev:
-        s = P(dev[k]).format(n=int(rng.integers(3, 6)), Side=_cap(f.get("side") or ""))
-        imp = {"ett": "Endotracheal tube in standard position.", "ngt": "Enteric tube in the stomach.",
-               "cvc": "Right IJ line in the SVC.", "picc": "PICC line in the SVC."}.get(k, "")
-        return s, imp, {"Support Devices": 1.0}
-    raise ValueError(f"unknown finding kind {k!r}")
+    if f["kind"] not in _SAY: raise ValueError(f"unknown finding kind {f['kind']!r}")
+    return _SAY[f["kind"]](f, lambda opts: pick(rng, opts), rng)
 
 # %% ../../nbs/02b_data.synthetic_text.ipynb #b94ff886
 _LUNG_KINDS = {"consolidation", "edema", "atelectasis", "nodule", "mass"}
@@ -344,10 +399,8 @@ def _section(name: str, text: str, rng, inline: bool | None = None) -> list[str]
 def _join(sents: list[str], rng) -> str:
     return ("  " if rng.random() < 0.7 else " ").join(sents)
 
-def compose_report(rng, scen: str, findings: list[dict], portable: bool, sex: str, first_study: bool) -> dict:
-    "The report text of one study and what a MIMIC section parser must find in it (plus the true labels)."
-    kinds = {f["kind"] for f in findings}
-    described = [(f, *_describe(f, rng)) for f in findings]
+def _body(described: list, kinds: set, rng) -> list[tuple[str, dict]]:
+    "The findings sentences with their labels: devices first, then the positives (shuffled) and the normal statements."
     pos = [(s, lab) for f, s, _, lab in described if f["kind"] not in _DEVICE_KINDS]
     dev = [(s, lab) for f, s, _, lab in described if f["kind"] in _DEVICE_KINDS]
     neg = _negations(rng, kinds)
@@ -356,8 +409,10 @@ def compose_report(rng, scen: str, findings: list[dict], portable: bool, sex: st
     heart = [x for x in neg if x[0].startswith(("Heart", "The heart", "The cardiac", "The cardiomed", "Cardiomed"))]
     rest = [x for x in neg if x not in heart]
     body = dev + (heart + pos + rest if heart_first else pos + rest + heart)
-    if not body: body = [("The lungs are clear.", {})]
-    # impression: the positives in order of importance, else a normal statement
+    return body or [("The lungs are clear.", {})]
+
+def _impression(described: list, kinds: set, rng) -> list[tuple[str, dict]]:
+    "The impression sentences with their labels: the positives in order of importance, else a normal statement."
     order = {k: i for i, k in enumerate(_IMPRESSION_ORDER)}
     imp = [(i, _said_labels(i, lab)) for f, _, i, lab in sorted(described, key=lambda t: order[t[0]["kind"]]) if i]
     if any(k in _DEVICE_KINDS for k in kinds) and rng.random() < 0.2:
@@ -365,22 +420,18 @@ def compose_report(rng, scen: str, findings: list[dict], portable: bool, sex: st
     acute = [x for x in imp if not x[1].get("Support Devices")]
     if not acute:
         normal = pick(rng, [("No acute cardiopulmonary process.", {}), ("No acute cardiopulmonary abnormality.", {}),
-                             ("No acute intrathoracic process.", {}), ("No evidence of pneumonia.", {"Pneumonia": 0.0})]
-                       if "consolidation" not in kinds else [("No acute cardiopulmonary process.", {})])
+                            ("No acute intrathoracic process.", {}), ("No evidence of pneumonia.", {"Pneumonia": 0.0})]
+                      if "consolidation" not in kinds else [("No acute cardiopulmonary process.", {})])
         imp = imp + [normal]
     if {"cvc", "picc"} & kinds and "pneumothorax" not in kinds and rng.random() < 0.5:
         imp.append(("No pneumothorax.", {"Pneumothorax": 0.0}))
-    numbered = len(imp) > 1 and rng.random() < 0.4
-    kind = pick(rng, [(p, k) for k, p in REPORT_KINDS.items()])
-    findings_text = _join([s for s, _ in body], rng)
-    impression_text = " ".join(f"{i + 1}. {s}" for i, (s, _) in enumerate(imp)) if numbered else _join([s for s, _ in imp], rng)
-    imp_lines = ([" " + l for i, (s, _) in enumerate(imp) for l in
-                  textwrap.wrap(f"{i + 1}. {s}", 78, subsequent_indent="", break_on_hyphens=False)]
-                 if numbered else _wrap(impression_text))
-    # the report
+    return imp
+
+def _preamble(rng, scen: str, portable: bool, sex: str, first_study: bool) -> list[str]:
+    "The report's title and its EXAMINATION / INDICATION / TECHNIQUE / COMPARISON lines."
     exam = "CHEST (PORTABLE AP)" if portable else pick(rng, [(0.93, "CHEST (PA AND LAT)"), (0.07, "CHEST (PRE-OP PA & LAT)")])
     who = pick(rng, [f"___ year old {'woman' if sex == 'F' else 'man'} with", f"___{sex} with",
-                      f"___-year-old {'female' if sex == 'F' else 'male'} with"])
+                     f"___-year-old {'female' if sex == 'F' else 'male'} with"])
     ind = pick(rng, _INDICATIONS[scen])
     indication = f"{who} {ind}" + (f"  // {pick(rng, ['eval', 'r/o acute process', 'assess interval change'])}"
                                    if rng.random() < 0.4 else "")
@@ -391,34 +442,57 @@ def compose_report(rng, scen: str, findings: list[dict], portable: bool, sex: st
     if rng.random() < 0.85: L += _section("EXAMINATION", exam, rng, inline=True) + [" "]
     L += _section("INDICATION" if rng.random() < 0.8 else "HISTORY", indication, rng, inline=True) + [" "]
     if rng.random() < 0.85: L += _section("TECHNIQUE", tech, rng, inline=True) + [" "]
-    L += _section("COMPARISON", comp, rng, inline=True)
+    return L + _section("COMPARISON", comp, rng, inline=True)
+
+def _two_sections(kind: str, portable: bool, findings_text: str, impression_text: str, imp_lines: list[str],
+                  numbered: bool, rng) -> list[str]:
+    "The lines of a report with a findings section and an impression (or conclusion) section."
+    fname = {"regular": "FINDINGS", "conclusion": "FINDINGS",
+             "odd_findings_header": "PORTABLE AP VIEW OF THE CHEST" if portable else "PA AND LATERAL VIEWS OF THE CHEST"}[kind]
+    iname = "CONCLUSION" if kind == "conclusion" else "IMPRESSION"
+    return [" "] + _section(fname, findings_text, rng) + [" "] + \
+        ([f" {iname}: ", " "] + imp_lines if numbered or rng.random() < 0.75 else _wrap(impression_text, f"{iname}:  "))
+
+def _one_block(kind: str, everything: str, rng) -> list[str]:
+    "The lines of a report whose one block of text says everything, under an impression-like header or none."
+    if kind == "impression_only": return [" "] + _section("IMPRESSION", everything, rng)
+    if kind == "findings_and_impression": return [" "] + _section("FINDINGS AND IMPRESSION", everything, rng)
+    if kind == "empty_findings": return [" ", " FINDINGS: ", " "] + _section("IMPRESSION", everything, rng, inline=False)
+    return [" "] + _wrap(everything)  # no_sections
+
+_ADDENDA = ["The findings were discussed with Dr. ___ by Dr. ___ by telephone on ___ at ___, ___ minutes after discovery.",
+            "Comparison was made with the prior study from ___, which was not available at the time of the original interpretation.  The findings are unchanged.",
+            "The wet read was communicated to the referring team on ___ at ___."]
+
+def compose_report(rng, scen: str, findings: list[dict], portable: bool, sex: str, first_study: bool) -> dict:
+    "The report text of one study and what a MIMIC section parser must find in it (plus the true labels)."
+    kinds = {f["kind"] for f in findings}
+    described = [(f, *_describe(f, rng)) for f in findings]
+    body, imp = _body(described, kinds, rng), _impression(described, kinds, rng)
+    numbered = len(imp) > 1 and rng.random() < 0.4
+    kind = pick(rng, [(p, k) for k, p in REPORT_KINDS.items()])
+    findings_text = _join([s for s, _ in body], rng)
+    impression_text = " ".join(f"{i + 1}. {s}" for i, (s, _) in enumerate(imp)) if numbered else _join([s for s, _ in imp], rng)
+    imp_lines = ([" " + l for i, (s, _) in enumerate(imp) for l in
+                  textwrap.wrap(f"{i + 1}. {s}", 78, subsequent_indent="", break_on_hyphens=False)]
+                 if numbered else _wrap(impression_text))
+    L = _preamble(rng, scen, portable, sex, first_study)
     # single-block reports: the findings sentences plus the impression's own normal statements (no repetition)
     block = body + [x for x in imp if x not in body and not any(v in (1.0, -1.0) for v in x[1].values())]
     everything = _join([s for s, _ in block], rng)
     gt = dict(findings="", impression="", last_paragraph="")
     if kind in ("regular", "conclusion", "odd_findings_header"):
-        fname = {"regular": "FINDINGS", "conclusion": "FINDINGS",
-                 "odd_findings_header": "PORTABLE AP VIEW OF THE CHEST" if portable else "PA AND LATERAL VIEWS OF THE CHEST"}[kind]
-        iname = "CONCLUSION" if kind == "conclusion" else "IMPRESSION"
-        L += [" "] + _section(fname, findings_text, rng) + [" "] + \
-             ([f" {iname}: ", " "] + imp_lines if numbered or rng.random() < 0.75 else _wrap(impression_text, f"{iname}:  "))
+        L += _two_sections(kind, portable, findings_text, impression_text, imp_lines, numbered, rng)
         gt.update(findings=findings_text, impression=impression_text)
         labels = _merge_labels([lab for _, lab in body + imp])
         official = _merge_labels([lab for _, lab in imp])  # the CheXpert labeler of MIMIC-CXR-JPG read the impression
-    else:  # one block of text that says everything, under an impression-like header or none
-        if kind == "impression_only": L += [" "] + _section("IMPRESSION", everything, rng)
-        elif kind == "findings_and_impression": L += [" "] + _section("FINDINGS AND IMPRESSION", everything, rng)
-        elif kind == "empty_findings": L += [" ", " FINDINGS: ", " "] + _section("IMPRESSION", everything, rng, inline=False)
-        elif kind == "no_sections": L += [" "] + _wrap(everything)
+    else:
+        L += _one_block(kind, everything, rng)
         gt["last_paragraph" if kind == "no_sections" else "impression"] = everything
         labels = official = _merge_labels([lab for _, lab in block])
     addendum = rng.random() < 0.04
     if addendum:
-        add = pick(rng, ["The findings were discussed with Dr. ___ by Dr. ___ by telephone on ___ at ___, ___ minutes after discovery.",
-                          "Comparison was made with the prior study from ___, which was not available at the time of the original interpretation.  The findings are unchanged.",
-                          "The wet read was communicated to the referring team on ___ at ___."])
-        L = ["                                 FINAL ADDENDUM"] + _wrap(add, "ADDENDUM:  ") + [" ", " " + "_" * 78] + L
-    text = "\n".join(L) + "\n"
+        L = ["                                 FINAL ADDENDUM"] + _wrap(pick(rng, _ADDENDA), "ADDENDUM:  ") + [" ", " " + "_" * 78] + L
     norm = lambda s: " ".join(s.split())
-    return dict(text=text, kind=kind, addendum=addendum, labels=labels, official_labels=official,
+    return dict(text="\n".join(L) + "\n", kind=kind, addendum=addendum, labels=labels, official_labels=official,
                 **{k: norm(v) for k, v in gt.items()})
