@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -66,49 +67,54 @@ def _zone_y(zone: str, top: float, dome: float) -> float:
     return top + (dome - top) * {"upper": 0.28, "middle": 0.58, "lower": 0.8}[zone]
 
 # %% ../../nbs/02c_data.synthetic_images.ipynb #7e21f945
-def _render_frontal(h: int, w: int, anat: dict, findings: list[dict], rng, ap: bool) -> np.ndarray:
-    "A frontal (PA/AP) chest radiograph as float brightness in [0, 1]; the patient's left is on the image's right."
+def _frontal_frame(h: int, w: int, anat: dict, rng, ap: bool) -> SimpleNamespace:
+    "The frontal view's coordinates and this image's proportions: mid-line `mx`, lung width `lw`, apex `top`, diaphragm `dome`."
     Y, X = _grid(h, w)
-    kinds = {f["kind"]: f for f in findings}
     mx = 0.5 + anat["mx"] + rng.uniform(-0.01, 0.01)
     lw, top = anat["lw"] * rng.uniform(0.97, 1.03), anat["top"] + rng.uniform(-0.01, 0.01)
     dome = anat["dome"] - (0.03 if ap else 0.0) + rng.uniform(-0.015, 0.015)
     m0 = 0.055
-    cl, half = (m0 + lw) / 2, (lw - m0) / 2
-    dx = X - mx
-    canvas = _Canvas(h, w)
-    # torso (soft tissue) and the air around it
-    torso = _sig((1 - _p4(dx / 0.47) - _p4((Y - 0.62) / 0.62)) / 0.04)
-    B = 0.06 + 0.40 * torso * (1.0 - 0.25 * (dx / 0.47) ** 2)
-    # lungs: a rounded apex, a lateral wall and the diaphragm dome below (right dome higher)
-    lung, d_all, dome_y = (np.zeros((h, w), np.float32) for _ in range(3))
+    return SimpleNamespace(h=h, w=w, X=X, Y=Y, mx=mx, lw=lw, top=top, dome=dome, m0=m0, cl=(m0 + lw) / 2,
+                           half=(lw - m0) / 2, dx=X - mx)
+
+def _side(g: SimpleNamespace, side: str) -> np.ndarray:
+    "The patient's `side` of a frontal view (the patient's right is on the image's left)."
+    return (g.dx < 0) if side == "right" else (g.dx > 0)
+
+def _frontal_body(g: SimpleNamespace, anat: dict, kinds: dict, ap: bool):
+    "Torso, lungs (rounded apex, lateral wall, diaphragm dome; right dome higher), heart, mediastinum and spine, into `g`."
+    X, Y, dx = g.X, g.Y, g.dx
+    g.torso = _sig((1 - _p4(dx / 0.47) - _p4((Y - 0.62) / 0.62)) / 0.04)
+    g.lung, g.d_all, g.dome_y = (np.zeros((g.h, g.w), np.float32) for _ in range(3))
     for s, side in ((-1, "right"), (1, "left")):
         d = s * dx
-        dm = dome + (0.025 if side == "left" else 0.0)
-        t = np.clip((Y - top) / (dm - top), 0, 1)
-        g = np.sqrt(1 - (1 - np.minimum(t / 0.42, 1)) ** 2)
-        hw = half * g * (0.92 + 0.08 * t)
-        dy = dm + 0.07 * ((d - cl) / half) ** 2
-        margin = np.minimum(np.minimum(hw - np.abs(d - cl), dy - Y), Y - top)
-        m = _sig(margin / 0.006) * (d > 0)
-        lung = np.maximum(lung, m)
+        dm = g.dome + (0.025 if side == "left" else 0.0)
+        t = np.clip((Y - g.top) / (dm - g.top), 0, 1)
+        apex = np.sqrt(1 - (1 - np.minimum(t / 0.42, 1)) ** 2)
+        hw = g.half * apex * (0.92 + 0.08 * t)
+        dy = dm + 0.07 * ((d - g.cl) / g.half) ** 2
+        margin = np.minimum(np.minimum(hw - np.abs(d - g.cl), dy - Y), Y - g.top)
+        g.lung = np.maximum(g.lung, _sig(margin / 0.006) * (d > 0))
         sel = d > 0
-        d_all += d * sel; dome_y += dy * sel
+        g.d_all += d * sel; g.dome_y += dy * sel
     # heart: an ellipse left of the midline resting on the diaphragm
     c = kinds.get("cardiomegaly")
     ctr = anat["ctr"] + (0.03 if ap else 0) + ({"borderline": 0.07, "mild": 0.13, "moderate": 0.19, "severe": 0.25}[c["size"]] if c else 0)
-    hwid = ctr * lw  # half-width of the heart = CTR x half the thoracic width (a third right of the midline)
-    hcx, hcy = mx + 0.35 * hwid, dome - 0.05
-    hx = (X - hcx) / hwid
-    heart = _sig((1 - hx ** 2 - ((Y - hcy + 0.03 * hx) / (0.12 + 0.3 * hwid)) ** 2) / 0.06) * _sig((dome + 0.03 - Y) / 0.01)
+    hwid = ctr * g.lw  # half-width of the heart = CTR x half the thoracic width (a third right of the midline)
+    g.hcx, g.hcy = g.mx + 0.35 * hwid, g.dome - 0.05
+    hx = (X - g.hcx) / hwid
+    g.heart = _sig((1 - hx ** 2 - ((Y - g.hcy + 0.03 * hx) / (0.12 + 0.3 * hwid)) ** 2) / 0.06) * _sig((g.dome + 0.03 - Y) / 0.01)
     # mediastinum and spine: a central band, wider in the upper chest when the mediastinum is enlarged
     med = kinds.get("mediastinum")
-    mw = 0.06 + (0.075 if med and med["certainty"] > 0 else 0.035 if med else 0.0) * _sig((top + 0.3 * (dome - top) - Y) / 0.03)
-    medi = _sig((mw - np.abs(dx)) / 0.008) * (Y > 0.04)
-    spine = _sig((0.035 - np.abs(dx)) / 0.004) * (0.85 + 0.15 * np.cos(2 * np.pi * Y / 0.045) ** 2)
-    # lung texture: vessels branching from the hila, plus fine noise
+    mw = 0.06 + (0.075 if med and med["certainty"] > 0 else 0.035 if med else 0.0) * _sig((g.top + 0.3 * (g.dome - g.top) - Y) / 0.03)
+    g.medi = _sig((mw - np.abs(dx)) / 0.008) * (Y > 0.04)
+    g.spine = _sig((0.035 - np.abs(dx)) / 0.004) * (0.85 + 0.15 * np.cos(2 * np.pi * Y / 0.045) ** 2)
+
+def _frontal_vessels(g: SimpleNamespace, rng) -> np.ndarray:
+    "Lung texture: nine vessels branching from each hilum."
+    canvas = _Canvas(g.h, g.w)
     for s in (-1, 1):
-        hx, hy = mx + s * 0.1, top + 0.42 * (dome - top)
+        hx, hy = g.mx + s * 0.1, g.top + 0.42 * (g.dome - g.top)
         for _ in range(9):
             ang = rng.uniform(-1.2, 1.2) + (np.pi / 2 if s > 0 else -np.pi / 2)
             L = rng.uniform(0.15, 0.3)
@@ -117,95 +123,130 @@ def _render_frontal(h: int, w: int, anat: dict, findings: list[dict], rng, ap: b
                 a = ang + rng.normal(0, 0.2)
                 pts.append((pts[-1][0] + np.sin(a) * L / 5, pts[-1][1] - np.cos(a) * L / 5 * 0.9))
             canvas.line(pts, 0.006, 90)
-    vessels = canvas.array()
-    tex = _blur_noise(rng, h, w, 40)
-    fill = np.zeros((h, w), np.float32)  # how much of the lung's air is replaced by fluid/tissue (0..1)
-    extra = np.zeros((h, w), np.float32)  # added density beyond soft tissue (nodules, calcified things)
-    # --- findings ---
-    def side_sel(side): return (dx < 0) if side == "right" else (dx > 0)
-    e = kinds.get("effusion")
+    return canvas.array()
+
+def _effusion(g: SimpleNamespace, e: dict | None, fill: np.ndarray) -> np.ndarray:
+    "Fluid rising from the costophrenic angle(s), with a meniscus towards the lateral wall."
     if e:
         frac = 0.1 if e["certainty"] < 0 else {"small": 0.18, "moderate": 0.32, "large": 0.5}[e["size"]]
         for side in (("right", "left") if e["side"] == "bilateral" else (e["side"],)):
-            dn = np.clip((d_all - m0) / (lw - m0), 0, 1)
-            level = (dome + (0.025 if side == "left" else 0)) + 0.04 - frac * (dome - top) - 0.08 * dn ** 2
-            fill = np.maximum(fill, _sig((Y - level) / 0.01) * side_sel(side))
-    p = kinds.get("pneumothorax")
-    ptx = np.zeros((h, w), np.float32)
+            dn = np.clip((g.d_all - g.m0) / (g.lw - g.m0), 0, 1)
+            level = (g.dome + (0.025 if side == "left" else 0)) + 0.04 - frac * (g.dome - g.top) - 0.08 * dn ** 2
+            fill = np.maximum(fill, _sig((g.Y - level) / 0.01) * _side(g, side))
+    return fill
+
+def _pneumothorax(g: SimpleNamespace, p: dict | None, fill: np.ndarray):
+    "(fill, the air outside the lung, its pleural line or None): a rim of air at the apex and the lateral wall, the lung collapsed inside it."
+    ptx, pleural_line = np.zeros((g.h, g.w), np.float32), None
     if p:
         depth = 0.02 if p["certainty"] < 0 else {"small": 0.04, "moderate": 0.075, "large": 0.13}[p["size"]]
-        d = d_all
-        ylim = top + (0.35 + (1.5 * depth)) * (dome - top) * 1.6
-        outer = np.minimum(half * 0.98 - (d - cl), (Y - top) * 1.2)
-        sel = side_sel(p["side"]) * _sig((ylim - Y) / 0.03)
-        ptx = _sig((depth - outer) / 0.004) * sel * lung
-        pleural_line = np.exp(-((outer - depth) / 0.004) ** 2) * sel * lung
-        if p["certainty"] > 0: fill = np.maximum(fill, 0.3 * side_sel(p["side"]) * lung * (1 - ptx))
-    cons = kinds.get("consolidation")
+        ylim = g.top + (0.35 + (1.5 * depth)) * (g.dome - g.top) * 1.6
+        outer = np.minimum(g.half * 0.98 - (g.d_all - g.cl), (g.Y - g.top) * 1.2)
+        sel = _side(g, p["side"]) * _sig((ylim - g.Y) / 0.03)
+        ptx = _sig((depth - outer) / 0.004) * sel * g.lung
+        pleural_line = np.exp(-((outer - depth) / 0.004) ** 2) * sel * g.lung
+        if p["certainty"] > 0: fill = np.maximum(fill, 0.3 * _side(g, p["side"]) * g.lung * (1 - ptx))
+    return fill, ptx, pleural_line
+
+def _consolidation(g: SimpleNamespace, cons: dict | None, fill: np.ndarray, rng) -> np.ndarray:
+    "A patchy opacity in the zone of the lobe the report names (fainter when hedged)."
     if cons:
         side, zone = LOBES[cons["lobe"]]
         s = -1 if side == "right" else 1
-        cy = _zone_y(zone, top, dome) + rng.uniform(-0.03, 0.03)
-        cx = mx + s * (cl + (-0.06 if zone == "middle" else 0.0) + rng.uniform(-0.03, 0.03))
+        cy = _zone_y(zone, g.top, g.dome) + rng.uniform(-0.03, 0.03)
+        cx = g.mx + s * (g.cl + (-0.06 if zone == "middle" else 0.0) + rng.uniform(-0.03, 0.03))
         r = rng.uniform(0.075, 0.1)
-        patch = _sig((_blob(X, Y, cx, cy, r, r * 0.9) * (0.5 + _blur_noise(rng, h, w, 24)) - 0.45) / 0.08)
+        patch = _sig((_blob(g.X, g.Y, cx, cy, r, r * 0.9) * (0.5 + _blur_noise(rng, g.h, g.w, 24)) - 0.45) / 0.08)
         strength = 0.6 if cons["wording"] == "opacity_hedged" else 0.95
-        fill = np.maximum(fill, patch * strength * lung)
-    ed = kinds.get("edema")
+        fill = np.maximum(fill, patch * strength * g.lung)
+    return fill
+
+def _edema(g: SimpleNamespace, ed: dict | None, fill: np.ndarray, tex: np.ndarray, vessels: np.ndarray):
+    "(fill, vessels): perihilar haze on both sides and engorged vessels."
     if ed:
         k = 0.4 if ed["certainty"] < 0 else {"mild": 0.55, "moderate": 0.72, "severe": 0.85}[ed["size"]]
-        haze = np.maximum(_blob(X, Y, mx - 0.13, top + 0.5 * (dome - top), 0.2, 0.26),
-                          _blob(X, Y, mx + 0.13, top + 0.5 * (dome - top), 0.2, 0.26))
+        haze = np.maximum(_blob(g.X, g.Y, g.mx - 0.13, g.top + 0.5 * (g.dome - g.top), 0.2, 0.26),
+                          _blob(g.X, g.Y, g.mx + 0.13, g.top + 0.5 * (g.dome - g.top), 0.2, 0.26))
         fill = np.maximum(fill, haze * k * (0.8 + 0.4 * tex))
         vessels = vessels * (1 + 2 * k)
-    at = kinds.get("atelectasis")
+    return fill, vessels
+
+def _atelectasis(g: SimpleNamespace, at: dict | None, fill: np.ndarray, rng) -> np.ndarray:
+    "A plate-like band above the diaphragm at one or both bases."
     if at:
         sides = ("right", "left") if at["location"] == "bibasilar" else (at["location"],)
         for side in sides:
             s = -1 if side == "right" else 1
-            y0 = dome + (0.025 if side == "left" else 0) - rng.uniform(0.05, 0.08)
-            band = np.exp(-((Y - y0 - 0.03 * (s * dx - cl)) / 0.014) ** 2) * _sig((0.11 - np.abs(s * dx - cl)) / 0.01)
-            fill = np.maximum(fill, band * side_sel(side) * 0.95)
+            y0 = g.dome + (0.025 if side == "left" else 0) - rng.uniform(0.05, 0.08)
+            band = np.exp(-((g.Y - y0 - 0.03 * (s * g.dx - g.cl)) / 0.014) ** 2) * _sig((0.11 - np.abs(s * g.dx - g.cl)) / 0.01)
+            fill = np.maximum(fill, band * _side(g, side) * 0.95)
+    return fill
+
+def _lesions(g: SimpleNamespace, kinds: dict, fill: np.ndarray, extra: np.ndarray, rng):
+    "(fill, extra): a round nodule or mass of the stated size in the stated lobe, a little denser than soft tissue."
     for kind in ("nodule", "mass"):
         n = kinds.get(kind)
         if n:
             side, zone = LOBES[n["lobe"]]
             s = -1 if side == "right" else 1
             r = 0.02 + 0.006 * n["cm"] if kind == "nodule" else 0.015 * n["cm"]
-            cx = mx + s * np.clip(cl + rng.uniform(-0.05, 0.05), m0 + r + 0.02, lw - r - 0.02)
-            cy = _zone_y(zone, top, dome) + rng.uniform(-0.02, 0.02)
-            disc = _sig((r - np.sqrt((X - cx) ** 2 + ((Y - cy) * h / w) ** 2)) / 0.004)
+            cx = g.mx + s * np.clip(g.cl + rng.uniform(-0.05, 0.05), g.m0 + r + 0.02, g.lw - r - 0.02)
+            cy = _zone_y(zone, g.top, g.dome) + rng.uniform(-0.02, 0.02)
+            disc = _sig((r - np.sqrt((g.X - cx) ** 2 + ((g.Y - cy) * g.h / g.w) ** 2)) / 0.004)
             fill = np.maximum(fill, disc); extra += 0.08 * disc
-    pt = kinds.get("pleural_thickening")
+    return fill, extra
+
+def _pleural_cap(g: SimpleNamespace, pt: dict | None, fill: np.ndarray) -> np.ndarray:
+    "Apical pleural thickening: a cap over one or both apices."
     if pt:
         for side in (("right", "left") if pt["side"] == "bilateral" else (pt["side"],)):
-            cap = _sig((top + 0.07 - Y) / 0.008) * side_sel(side)
+            cap = _sig((g.top + 0.07 - g.Y) / 0.008) * _side(g, side)
             fill = np.maximum(fill, cap * 0.9)
-    fill = fill * (1 - ptx)
-    # --- compose ---
-    lung_eff = lung * (1 - heart * 0.85) * (1 - medi)
+    return fill
+
+def _frontal_findings(g: SimpleNamespace, kinds: dict, tex: np.ndarray, vessels: np.ndarray, rng):
+    "(fill: how much of the lung's air fluid/tissue replaces, extra density, pneumothorax air, its pleural line, vessels)."
+    fill = np.zeros((g.h, g.w), np.float32)
+    extra = np.zeros((g.h, g.w), np.float32)  # added density beyond soft tissue (nodules, calcified things)
+    fill = _effusion(g, kinds.get("effusion"), fill)
+    fill, ptx, pleural_line = _pneumothorax(g, kinds.get("pneumothorax"), fill)
+    fill = _consolidation(g, kinds.get("consolidation"), fill, rng)
+    fill, vessels = _edema(g, kinds.get("edema"), fill, tex, vessels)
+    fill = _atelectasis(g, kinds.get("atelectasis"), fill, rng)
+    fill, extra = _lesions(g, kinds, fill, extra, rng)
+    fill = _pleural_cap(g, kinds.get("pleural_thickening"), fill)
+    return fill * (1 - ptx), extra, ptx, pleural_line, vessels
+
+def _frontal_compose(g: SimpleNamespace, fill, extra, ptx, pleural_line, vessels, tex) -> np.ndarray:
+    "Brightness of soft tissue, aerated lung, heart, mediastinum, hila, trachea, the abdomen below and the findings."
+    X, Y, mx, top, dome = g.X, g.Y, g.mx, g.top, g.dome
+    B = 0.06 + 0.40 * g.torso * (1.0 - 0.25 * (g.dx / 0.47) ** 2)
+    lung_eff = g.lung * (1 - g.heart * 0.85) * (1 - g.medi)
     B = B - 0.30 * lung_eff * (1 - fill) - 0.1 * ptx
     B += 0.05 * lung_eff * (1 - fill) * (1 - ptx) * (vessels + 0.6 * tex * _blob(X, Y, mx, top + 0.45 * (dome - top), 0.3, 0.35))
-    B += 0.1 * heart + 0.1 * medi + 0.1 * spine
+    B += 0.1 * g.heart + 0.1 * g.medi + 0.1 * g.spine
     hil = _blob(X, Y, mx - 0.1, top + 0.42 * (dome - top), 0.04, 0.06) + _blob(X, Y, mx + 0.1, top + 0.42 * (dome - top), 0.04, 0.06)
     B += 0.06 * hil * (1 - fill)
-    B -= 0.10 * _sig((0.013 - np.abs(dx)) / 0.003) * (Y < top + 0.3 * (dome - top)) * (Y > 0.03)  # trachea (air)
-    below = _sig((Y - dome_y) / 0.01) * torso
+    B -= 0.10 * _sig((0.013 - np.abs(g.dx)) / 0.003) * (Y < top + 0.3 * (dome - top)) * (Y > 0.03)  # trachea (air)
+    below = _sig((Y - g.dome_y) / 0.01) * g.torso
     B += 0.06 * below
     B -= 0.08 * _blob(X, Y, mx + 0.16, dome + 0.08, 0.05, 0.03)  # gastric bubble
-    if p: B += 0.16 * pleural_line
+    if pleural_line is not None: B += 0.16 * pleural_line
     B += extra
-    # ribs: posterior ribs as curved bands, anterior ribs fainter the other way
+    return B
+
+def _frontal_ribs(g: SimpleNamespace, anat: dict, fr: dict | None, B: np.ndarray) -> np.ndarray:
+    "`B` with posterior ribs as curved bands (one broken when the report says so) and fainter anterior ribs."
+    X, Y, mx, lw, top, dome = g.X, g.Y, g.mx, g.lw, g.top, g.dome
     sp = anat["rib_sp"] * (dome - top) / 0.55
-    ad = np.abs(dx)
+    ad = np.abs(g.dx)
     phase = (Y - top + 0.03 + 0.25 * ad - 1.4 * ad ** 2) / sp
-    fr = kinds.get("fracture")
     site = None
     if fr:
         k0 = fr["rib"] - 1
         s = -1 if fr["side"] == "right" else 1
         df = 0.7 * lw
-        near = (np.abs(phase - (k0 + 0.5)) < 0.75) & side_sel(fr["side"])
+        near = (np.abs(phase - (k0 + 0.5)) < 0.75) & _side(g, fr["side"])
         phase = phase + 0.45 * (near & (ad > df))
         site = (mx + s * df, top - 0.03 + (k0 + 0.5) * sp - 0.25 * df + 1.4 * df ** 2)
     ribs = _p4(_p2(np.cos(np.pi * (phase - np.floor(phase) - 0.5)))) * ((phase > 0) & (phase < 10))
@@ -216,18 +257,24 @@ def _render_frontal(h: int, w: int, anat: dict, findings: list[dict], rng, ap: b
         B += 0.22 * _blob(X, Y, site[0], site[1], 0.035, 0.03)  # callus or haematoma at the break
     aphase = (Y - top - 0.05 - 0.3 * (lw - ad)) / (sp * 1.15)
     aribs = _p4(_p2(np.cos(np.pi * (aphase - np.floor(aphase) - 0.5)))) * ((aphase > 0) & (aphase < 6) & (ad < lw) & (ad > 0.12))
-    B += (0.12 * ribs + 0.04 * aribs) * torso
-    # clavicles
-    cv = _Canvas(h, w)
+    B += (0.12 * ribs + 0.04 * aribs) * g.torso
+    return B
+
+def _frontal_clavicles_breasts(g: SimpleNamespace, anat: dict, B: np.ndarray) -> np.ndarray:
+    "`B` with both clavicles and, for a woman, the breast shadows."
+    cv = _Canvas(g.h, g.w)
     for s in (-1, 1):
-        cv.line(_curve((mx + s * 0.04, top + 0.03), (mx + s * 0.17, top + 0.05), (mx + s * 0.3, top - 0.045)), 0.022)
+        cv.line(_curve((g.mx + s * 0.04, g.top + 0.03), (g.mx + s * 0.17, g.top + 0.05), (g.mx + s * 0.3, g.top - 0.045)), 0.022)
     B += 0.14 * cv.array()
-    # breast shadows
     if anat.get("sex", "M") == "F":
         for s in (-1, 1):
-            B += 0.05 * _sig((0.16 - np.sqrt((X - mx - s * 0.22) ** 2 + (Y - dome + 0.06) ** 2)) / 0.02) * (Y > dome - 0.12)
-    # --- devices (bright, drawn last) ---
-    dv = _Canvas(h, w)
+            B += 0.05 * _sig((0.16 - np.sqrt((g.X - g.mx - s * 0.22) ** 2 + (g.Y - g.dome + 0.06) ** 2)) / 0.02) * (g.Y > g.dome - 0.12)
+    return B
+
+def _frontal_devices(g: SimpleNamespace, kinds: dict, rng) -> np.ndarray:
+    "Tubes, lines, pacemaker and sternotomy wires (bright, drawn last) in [0, 1]."
+    mx, top, dome = g.mx, g.top, g.dome
+    dv = _Canvas(g.h, g.w)
     carina = top + 0.3 * (dome - top)
     if "ett" in kinds: dv.line([(mx, 0.0), (mx + 0.002, carina - 0.05)], 0.012)
     if "ngt" in kinds:
@@ -240,15 +287,41 @@ def _render_frontal(h: int, w: int, anat: dict, findings: list[dict], rng, ap: b
     if "pacemaker" in kinds:
         bx, by = mx + 0.24, top + 0.06
         dv.box(bx - 0.045, by - 0.03, bx + 0.045, by + 0.03)
-        dv.line(_curve((bx - 0.03, by), (mx + 0.02, top + 0.1), (mx - 0.03, hcy - 0.02)), 0.006)
-        dv.line(_curve((bx - 0.02, by + 0.01), (mx + 0.08, top + 0.2), (hcx + 0.03, hcy + 0.06)), 0.006)
+        dv.line(_curve((bx - 0.03, by), (mx + 0.02, top + 0.1), (mx - 0.03, g.hcy - 0.02)), 0.006)
+        dv.line(_curve((bx - 0.02, by + 0.01), (mx + 0.08, top + 0.2), (g.hcx + 0.03, g.hcy + 0.06)), 0.006)
     if "sternotomy" in kinds:
         for i in range(6):
             dv.ellipse(mx + rng.uniform(-0.005, 0.005), carina - 0.02 + i * 0.05, 0.014, 0.01, 0.006)
-    B += 0.9 * dv.array()
+    return dv.array()
+
+def _render_frontal(h: int, w: int, anat: dict, findings: list[dict], rng, ap: bool) -> np.ndarray:
+    "A frontal (PA/AP) chest radiograph as float brightness in [0, 1]; the patient's left is on the image's right."
+    kinds = {f["kind"]: f for f in findings}
+    g = _frontal_frame(h, w, anat, rng, ap)
+    _frontal_body(g, anat, kinds, ap)
+    vessels = _frontal_vessels(g, rng)
+    tex = _blur_noise(rng, h, w, 40)
+    fill, extra, ptx, pleural_line, vessels = _frontal_findings(g, kinds, tex, vessels, rng)
+    B = _frontal_compose(g, fill, extra, ptx, pleural_line, vessels, tex)
+    B = _frontal_ribs(g, anat, kinds.get("fracture"), B)
+    B = _frontal_clavicles_breasts(g, anat, B)
+    B += 0.9 * _frontal_devices(g, kinds, rng)
     return B
 
 # %% ../../nbs/02c_data.synthetic_images.ipynb #a62e3ea1
+def _lateral_devices(h: int, w: int, kinds: dict, sh: float, top: float, dome: float) -> np.ndarray:
+    "Tubes, lines, pacemaker and sternotomy wires of a lateral view (bright) in [0, 1]."
+    dv = _Canvas(h, w)
+    if "ett" in kinds: dv.line([(0.5 + sh, 0.0), (0.5 + sh - 0.02, top + 0.13)], 0.012)
+    if "ngt" in kinds: dv.line([(0.56 + sh, 0.0), (0.62 + sh, 0.4), (0.6 + sh, dome + 0.06), (0.45 + sh, dome + 0.12)], 0.008)
+    if "cvc" in kinds or "picc" in kinds: dv.line(_curve((0.5 + sh, 0.02), (0.47 + sh, top + 0.1), (0.44 + sh, top + 0.24)), 0.007)
+    if "pacemaker" in kinds:
+        dv.box(0.16 + sh, top + 0.03, 0.25 + sh, top + 0.08)
+        dv.line(_curve((0.2 + sh, top + 0.06), (0.35 + sh, top + 0.15), (0.33 + sh, dome - 0.05)), 0.006)
+    if "sternotomy" in kinds:
+        for i in range(5): dv.ellipse(0.19 + sh + 0.08 * (0.1 * i), 0.26 + i * 0.065, 0.008, 0.014, 0.006)
+    return dv.array()
+
 def _render_lateral(h: int, w: int, anat: dict, findings: list[dict], rng) -> np.ndarray:
     "A lateral chest radiograph (patient facing left: anterior on the left, spine on the right) in [0, 1]."
     Y, X = _grid(h, w)
@@ -303,16 +376,7 @@ def _render_lateral(h: int, w: int, anat: dict, findings: list[dict], rng) -> np
     B += 0.12 * heart + 0.2 * spine + 0.12 * sternum
     B -= 0.08 * _sig((0.015 - np.abs(X - 0.5 + 0.15 * (Y - 0.1))) / 0.004) * (Y < top + 0.2)  # trachea
     B += 0.06 * _sig((Y - dy) / 0.01) * torso
-    dv = _Canvas(h, w)
-    if "ett" in kinds: dv.line([(0.5 + sh, 0.0), (0.5 + sh - 0.02, top + 0.13)], 0.012)
-    if "ngt" in kinds: dv.line([(0.56 + sh, 0.0), (0.62 + sh, 0.4), (0.6 + sh, dome + 0.06), (0.45 + sh, dome + 0.12)], 0.008)
-    if "cvc" in kinds or "picc" in kinds: dv.line(_curve((0.5 + sh, 0.02), (0.47 + sh, top + 0.1), (0.44 + sh, top + 0.24)), 0.007)
-    if "pacemaker" in kinds:
-        dv.box(0.16 + sh, top + 0.03, 0.25 + sh, top + 0.08)
-        dv.line(_curve((0.2 + sh, top + 0.06), (0.35 + sh, top + 0.15), (0.33 + sh, dome - 0.05)), 0.006)
-    if "sternotomy" in kinds:
-        for i in range(5): dv.ellipse(0.19 + sh + 0.08 * (0.1 * i), 0.26 + i * 0.065, 0.008, 0.014, 0.006)
-    B += 0.9 * dv.array()
+    B += 0.9 * _lateral_devices(h, w, kinds, sh, top, dome)
     return B
 
 # %% ../../nbs/02c_data.synthetic_images.ipynb #a1219956
