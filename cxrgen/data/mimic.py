@@ -142,17 +142,9 @@ def _find_csv(root: Path, name: str) -> Optional[Path]:
         if (root / n).is_file(): return root / n
     return None
 
-def check_layout(mimic_dir: str | Path) -> MimicLayout:
-    "Check a MIMIC-CXR folder before any work; raise one `CxrgenError` listing everything missing or misnamed."
-    root = Path(mimic_dir).expanduser()
-    if not root.is_dir():
-        raise CxrgenError(f"MIMIC-CXR folder {root} does not exist: set --mimic_dir (config field data.mimic_dir) to the "
-                          "folder holding images/, reports/ and the official CSVs, or write a synthetic one with "
-                          f"`cxrgen synth --out {root}`.")
+def _images_problems(root: Path, files: Path, in_files: set) -> list[str]:
+    "What is wrong with images/ (none when it holds p10..p19 folders), with the command that fixes it."
     problems = []
-    files = root / "files"
-    in_files = _peek(files) if files.is_dir() else set()
-    # images/
     if not _groups(root / IMAGES_DIR):
         if (root / IMAGES_DIR / "files").is_dir():
             problems.append(f"{root / IMAGES_DIR}/files/ found: the JPG release's files/ was moved inside images/; "
@@ -173,7 +165,11 @@ def check_layout(mimic_dir: str | Path) -> MimicLayout:
         else:
             problems.append(f"{root / IMAGES_DIR}/ is missing: download files/ from "
                             f"{SOURCES[METADATA_CSV]} and rename it to {root / IMAGES_DIR}")
-    # reports/
+    return problems
+
+def _reports_problems(root: Path, files: Path, in_files: set) -> list[str]:
+    "What is wrong with reports/ (none when it holds p10..p19 folders), with the command that fixes it."
+    problems = []
     if not _groups(root / REPORTS_DIR):
         unzip = (f"cd {root} && unzip -q {REPORTS_ZIP} -d reports_tmp && mv reports_tmp/files reports "
                  "&& rmdir reports_tmp (if the zip has a top folder, move reports_tmp/<that folder>/files instead)")
@@ -197,7 +193,11 @@ def check_layout(mimic_dir: str | Path) -> MimicLayout:
         else:
             problems.append(f"{root / REPORTS_DIR}/ is missing: download {REPORTS_ZIP} from {SOURCES[REPORTS_ZIP]} "
                             f"into {root}, then {unzip}")
-    # the official CSVs
+    return problems
+
+def _csv_problems(root: Path) -> tuple[list[str], dict]:
+    "(what is wrong with the official CSVs, the readable ones by name); the CheXpert CSV is optional."
+    problems = []
     found = {}
     for name in (RECORD_LIST, STUDY_LIST, METADATA_CSV, SPLIT_CSV, CHEXPERT_CSV):
         p = _find_csv(root, name)
@@ -210,6 +210,20 @@ def check_layout(mimic_dir: str | Path) -> MimicLayout:
         try: read_official_csv(p, REQUIRED_COLUMNS[name], nrows=5)
         except CxrgenError as e: problems.append(str(e)); continue
         found[name] = p
+    return problems, found
+
+def check_layout(mimic_dir: str | Path) -> MimicLayout:
+    "Check a MIMIC-CXR folder before any work; raise one `CxrgenError` listing everything missing or misnamed."
+    root = Path(mimic_dir).expanduser()
+    if not root.is_dir():
+        raise CxrgenError(f"MIMIC-CXR folder {root} does not exist: set --mimic_dir (config field data.mimic_dir) to the "
+                          "folder holding images/, reports/ and the official CSVs, or write a synthetic one with "
+                          f"`cxrgen synth --out {root}`.")
+    files = root / "files"
+    in_files = _peek(files) if files.is_dir() else set()
+    problems = _images_problems(root, files, in_files) + _reports_problems(root, files, in_files)
+    csv_problems, found = _csv_problems(root)
+    problems += csv_problems
     if problems:
         listing = "\n".join(f"  {i}. {p}" for i, p in enumerate(problems, 1))
         raise CxrgenError(f"MIMIC-CXR folder {root} is not ready ({len(problems)} problem(s)):\n{listing}\n"
@@ -315,6 +329,116 @@ def minimal_subset(df: pd.DataFrame, n_studies: int, seed: int = 0) -> pd.DataFr
         keep.append(rng.permutation(ids)[:n_studies])
     return df[df.study_id.isin(np.concatenate(keep))].reset_index(drop=True)
 
+def _read_lists(lay: MimicLayout, log):
+    "The record list, metadata, split and study list of a checked layout; rows that disagree are reported (the first wins)."
+    rec = read_official_csv(lay.record_list)
+    meta = read_official_csv(lay.metadata, ["dicom_id", "ViewPosition"], optional_columns=["ViewCodeSequence_CodeMeaning"])
+    split = read_official_csv(lay.split, ["dicom_id", "split"])
+    studies = read_official_csv(lay.study_list)
+    log.info(f"{len(rec)} images, {rec.study_id.nunique()} studies in {lay.record_list.name}")
+    for frame, keys, f in ((rec, ["dicom_id"], lay.record_list), (meta, ["dicom_id"], lay.metadata), (split, ["dicom_id"], lay.split),
+                           (studies, ["subject_id", "study_id"], lay.study_list)):
+        _warn_conflicts(frame, keys, f.name, log)
+    return rec, meta, split, studies
+
+def _view_positions(df: pd.DataFrame) -> tuple[pd.Series, int]:
+    "(ViewPosition per row, upper-case, '' when blank; how many blanks the DICOM view code filled); pops the code column."
+    vp = df.view_position.fillna("").astype(str).str.strip().str.upper()
+    if "ViewCodeSequence_CodeMeaning" not in df: return vp, 0
+    code = df.pop("ViewCodeSequence_CodeMeaning").fillna("").astype(str).str.strip().str.lower().map(VIEW_CODE_MEANINGS)
+    fill = (vp == "") & code.notna()
+    return vp.mask(fill, code), int(fill.sum())
+
+def _join_lists(lay: MimicLayout, views, check_images: bool, log) -> tuple[pd.DataFrame, _Waterfall, dict]:
+    "One row per image that is on disk, has metadata, a kept view, an official split and a study-list report; the counts; notes."
+    rec, meta, split, studies = _read_lists(lay, log)
+    wf = _Waterfall(rec)
+    df = wf("duplicate dicom_id", rec, rec.drop_duplicates("dicom_id"))
+    notes = dict(image_groups_present=[g.name for g in _groups(lay.images)])
+    if check_images:  # a partial download (say p10 only): rows of patients not on disk go first, counted apart
+        present = _patient_folders(lay.images)
+        df = wf("patient folder not downloaded", df, df[df.path.str.extract(r"^(?:files/)?(p\d\d/p\d+)/", expand=False).isin(present)])
+    meta = meta.drop_duplicates("dicom_id").rename(columns={"ViewPosition": "view_position"})
+    df = df.merge(meta, on="dicom_id", how="left", indicator="has_meta")
+    df = wf("no metadata row", df, df[df.has_meta == "both"]).drop(columns="has_meta")
+    vp, notes["view_position_from_view_code"] = _view_positions(df)  # a blank ViewPosition takes the view the DICOM's view code names
+    df["view_position"] = vp
+    notes["view_positions"] = vp.replace("", "(blank)").value_counts().to_dict()
+    if views is not None:
+        views = [str(v).strip().upper() for v in views]
+        df = wf(f"view not in {'/'.join(v or '(blank)' for v in views)}", df, df[vp.isin(views)])
+    df = df.merge(split.drop_duplicates("dicom_id"), on="dicom_id", how="left")
+    df = wf("no official split", df, df[df.split.isin(SPLITS)])
+    studies = studies.drop_duplicates(["subject_id", "study_id"]).rename(columns={"path": "report_path"})
+    df = df.merge(studies, on=["subject_id", "study_id"], how="left")
+    return wf("not in study list", df, df[df.report_path.notna()]), wf, notes
+
+def _join_reports(df: pd.DataFrame, root: Path, wf: _Waterfall, section: str, fallback: bool, workers: int | None, log) -> pd.DataFrame:
+    "The rows with their parsed findings and impression (each report read once per study), without a missing, empty or target-less report."
+    rep = df[["study_id", "report_path"]].drop_duplicates("study_id").reset_index(drop=True)
+    rep["report_path"] = _study_to_report(rep.report_path)
+    log.info(f"reading {len(rep)} reports")
+    parsed = _read_reports(root, rep.report_path.tolist(), fallback, workers)
+    rep = pd.concat([rep[["study_id"]], parsed], axis=1)
+    df = df.drop(columns="report_path").merge(rep, on="study_id", how="left")
+    df = wf("report file missing", df, df[df.status != "missing"])
+    df = wf("report file empty", df, df[df.status != "empty"])
+    target = df.findings if section == "findings" else df.impression if section == "impression" else df.findings + df.impression
+    return wf(f"no {section.replace('_', ' + ')} section", df, df[target.str.len() > 0])
+
+def _join_labels(df: pd.DataFrame, lay: MimicLayout, log) -> tuple[pd.DataFrame, int]:
+    "(the rows with the 14 CheXpert label columns as float, NaN without the CSV; how many kept studies have no label)."
+    if lay.chexpert is not None:
+        chx = read_official_csv(lay.chexpert)
+        _warn_conflicts(chx, ["subject_id", "study_id"], lay.chexpert.name, log)
+        chx = chx.drop_duplicates(["subject_id", "study_id"])
+        df = df.merge(chx, on=["subject_id", "study_id"], how="left")
+        n_unlabelled = df.loc[df[CHEXPERT_LABELS].isna().all(axis=1), "study_id"].nunique()
+    else:
+        log.warning(f"{CHEXPERT_CSV} not found in {lay.root}: CheXpert label columns are NaN")
+        for c in CHEXPERT_LABELS: df[c] = np.nan
+        n_unlabelled = df.study_id.nunique()
+    df[CHEXPERT_LABELS] = df[CHEXPERT_LABELS].astype("float64")
+    return df, n_unlabelled
+
+def _no_rows_error(root: Path, wf: _Waterfall, views, section: str, view_counts: dict) -> CxrgenError:
+    "The error when no row survives: the counts table, the views present and what to change."
+    return CxrgenError(f"No image/report pair of {root} survives the filters (views={views}, section={section!r}):\n"
+                       f"{wf.table().to_string(index=False)}\nViewPosition values present: "
+                       + ", ".join(f"{k} ({v})" for k, v in view_counts.items())
+                       + ". Fix: pass views that exist (--views / data.views) or another section (--section / data.section).")
+
+def _report_lines(root: Path, out_csv: Path, counts: pd.DataFrame, notes: dict) -> list[str]:
+    "What preprocessing did, for the user: the counts table and the notes."
+    vc, n_code = notes["view_positions"], notes["view_position_from_view_code"]
+    return [f"Preprocessed {root} -> {out_csv}", counts.to_string(index=False),
+            f"kept per split (images): {notes['split_images']}; (studies): {notes['split_studies']}",
+            f"findings taken from the last paragraph (no findings/impression headers): {notes['findings_from_last_paragraph']} studies",
+            f"kept studies without CheXpert labels: {notes['studies_without_chexpert_labels']}",
+            "ViewPosition of the downloaded images with metadata: " + ", ".join(f"{k} {v}" for k, v in vc.items())
+            + (f" ({n_code} blank ones taken from ViewCodeSequence_CodeMeaning)" if n_code else ""),
+            f"image groups on disk: {', '.join(notes['image_groups_present'])}"]
+
+def _write_minimal(df: pd.DataFrame, mpath: Path, minimal: int | None, seed: int, log) -> list[str]:
+    "Write the minimal subset (`minimal` studies per split), or refresh an earlier one beside it with this run's rows; the lines to print."
+    if minimal:
+        mini = minimal_subset(df, minimal, seed)
+        short = {s: n for s, n in mini.drop_duplicates("study_id").split.value_counts().items() if n < minimal}
+        _write_csv_atomic(mini, mpath)
+        return [f"minimal subset: {len(mini)} images of {mini.study_id.nunique()} studies -> {mpath}"
+                + (f" (fewer than {minimal} studies in: {short})" if short else "")]
+    if not mpath.is_file(): return []
+    try: old_ids = set(pd.read_csv(mpath, usecols=["study_id"]).study_id)  # an earlier minimal subset: keep its studies
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError): old_ids = None
+    if old_ids is None:
+        log.warning(f"{mpath} is not a cxrgen CSV and was left alone; `--minimal N` rewrites it")
+        return []
+    mini = df[df.study_id.isin(old_ids)].reset_index(drop=True)
+    gone = len(old_ids - set(mini.study_id))
+    _write_csv_atomic(mini, mpath)
+    return [f"{mpath.name} updated to this run's rows of its {len(old_ids)} studies"
+            + (f"; {gone} of them no longer pass the filters (--minimal N draws a new subset)" if gone else "")]
+
 def preprocess(mimic_dir: str | Path,
                out_csv: str | Path | None = None,  # default: <mimic_dir>/mimic-cxr-list-filtered.csv
                views: Sequence[str] | None = ("PA", "AP"),  # ViewPosition values to keep ("" = blank); None keeps all
@@ -333,111 +457,25 @@ def preprocess(mimic_dir: str | Path,
     log = get_logger("cxrgen.data.mimic")
     lay = check_layout(mimic_dir)
     root = lay.root
-    rec = read_official_csv(lay.record_list)
-    meta = read_official_csv(lay.metadata, ["dicom_id", "ViewPosition"], optional_columns=["ViewCodeSequence_CodeMeaning"])
-    split = read_official_csv(lay.split, ["dicom_id", "split"])
-    studies = read_official_csv(lay.study_list)
-    log.info(f"{len(rec)} images, {rec.study_id.nunique()} studies in {lay.record_list.name}")
-    wf = _Waterfall(rec)
-
-    for frame, keys, f in ((rec, ["dicom_id"], lay.record_list), (meta, ["dicom_id"], lay.metadata), (split, ["dicom_id"], lay.split),
-                           (studies, ["subject_id", "study_id"], lay.study_list)):
-        _warn_conflicts(frame, keys, f.name, log)
-    df = wf("duplicate dicom_id", rec, rec.drop_duplicates("dicom_id"))
-    groups_present = [g.name for g in _groups(lay.images)]
-    if check_images:  # a partial download (say p10 only): rows of patients not on disk go first, counted apart
-        present = _patient_folders(lay.images)
-        df = wf("patient folder not downloaded", df, df[df.path.str.extract(r"^(?:files/)?(p\d\d/p\d+)/", expand=False).isin(present)])
-    meta = meta.drop_duplicates("dicom_id").rename(columns={"ViewPosition": "view_position"})
-    df = df.merge(meta, on="dicom_id", how="left", indicator="has_meta")
-    df = wf("no metadata row", df, df[df.has_meta == "both"]).drop(columns="has_meta")
-    vp = df.view_position.fillna("").astype(str).str.strip().str.upper()
-    n_view_from_code = 0
-    if "ViewCodeSequence_CodeMeaning" in df:  # a blank ViewPosition takes the view the DICOM's view code names
-        code = df.pop("ViewCodeSequence_CodeMeaning").fillna("").astype(str).str.strip().str.lower().map(VIEW_CODE_MEANINGS)
-        fill = (vp == "") & code.notna()
-        vp, n_view_from_code = vp.mask(fill, code), int(fill.sum())
-    df["view_position"] = vp
-    view_counts = vp.replace("", "(blank)").value_counts()
-    if views is not None:
-        views = [str(v).strip().upper() for v in views]
-        df = wf(f"view not in {'/'.join(v or '(blank)' for v in views)}", df, df[vp.isin(views)])
-    split = split.drop_duplicates("dicom_id")
-    df = df.merge(split, on="dicom_id", how="left")
-    df = wf("no official split", df, df[df.split.isin(SPLITS)])
-    studies = studies.drop_duplicates(["subject_id", "study_id"]).rename(columns={"path": "report_path"})
-    df = df.merge(studies, on=["subject_id", "study_id"], how="left")
-    df = wf("not in study list", df, df[df.report_path.notna()])
-
-    # reports: read and parse once per study
-    rep = df[["study_id", "report_path"]].drop_duplicates("study_id").reset_index(drop=True)
-    rep["report_path"] = _study_to_report(rep.report_path)
-    log.info(f"reading {len(rep)} reports")
-    parsed = _read_reports(root, rep.report_path.tolist(), fallback, workers)
-    rep = pd.concat([rep[["study_id"]], parsed], axis=1)
-    df = df.drop(columns="report_path").merge(rep, on="study_id", how="left")
-    df = wf("report file missing", df, df[df.status != "missing"])
-    df = wf("report file empty", df, df[df.status != "empty"])
-    target = df.findings if section == "findings" else df.impression if section == "impression" else df.findings + df.impression
-    df = wf(f"no {section.replace('_', ' + ')} section", df, df[target.str.len() > 0])
-
+    df, wf, notes = _join_lists(lay, views, check_images, log)
+    df = _join_reports(df, root, wf, section, fallback, workers, log)
     df["image_path"] = _dicom_to_jpg(df.path)
     if check_images:
         df = wf("image file missing or empty", df, df[_files_exist(root, df.image_path.tolist(), workers)])
-    if df.empty:
-        raise CxrgenError(f"No image/report pair of {root} survives the filters (views={views}, section={section!r}):\n"
-                          f"{wf.table().to_string(index=False)}\nViewPosition values present: "
-                          + ", ".join(f"{k} ({v})" for k, v in view_counts.items())
-                          + ". Fix: pass views that exist (--views / data.views) or another section (--section / data.section).")
-
-    if lay.chexpert is not None:
-        chx = read_official_csv(lay.chexpert)
-        _warn_conflicts(chx, ["subject_id", "study_id"], lay.chexpert.name, log)
-        chx = chx.drop_duplicates(["subject_id", "study_id"])
-        df = df.merge(chx, on=["subject_id", "study_id"], how="left")
-        n_unlabelled = df.loc[df[CHEXPERT_LABELS].isna().all(axis=1), "study_id"].nunique()
-    else:
-        log.warning(f"{CHEXPERT_CSV} not found in {root}: CheXpert label columns are NaN")
-        for c in CHEXPERT_LABELS: df[c] = np.nan
-        n_unlabelled = df.study_id.nunique()
-    df[CHEXPERT_LABELS] = df[CHEXPERT_LABELS].astype("float64")
+    if df.empty: raise _no_rows_error(root, wf, views, section, notes["view_positions"])
+    df, n_unlabelled = _join_labels(df, lay, log)
     n_fallback = df.loc[df.findings_source == "last_paragraph", "study_id"].nunique()
     df = df.sort_values(["subject_id", "study_id", "dicom_id"]).reset_index(drop=True)[FILTERED_COLUMNS]
-
     counts = wf.table()
-    notes = dict(view_positions=view_counts.to_dict(), view_position_from_view_code=n_view_from_code,
-                 image_groups_present=groups_present, findings_from_last_paragraph=n_fallback,
+    notes = dict(view_positions=notes["view_positions"], view_position_from_view_code=notes["view_position_from_view_code"],
+                 image_groups_present=notes["image_groups_present"], findings_from_last_paragraph=n_fallback,
                  studies_without_chexpert_labels=n_unlabelled,
                  split_images=df.split.value_counts().reindex(SPLITS, fill_value=0).to_dict(),
                  split_studies=df.drop_duplicates("study_id").split.value_counts().reindex(SPLITS, fill_value=0).to_dict())
     df.attrs["counts"], df.attrs["notes"] = counts, notes
     out_csv = Path(out_csv) if out_csv is not None else root / FILTERED_CSV
     _write_csv_atomic(df, out_csv)
-    msg = [f"Preprocessed {root} -> {out_csv}", counts.to_string(index=False),
-           f"kept per split (images): {notes['split_images']}; (studies): {notes['split_studies']}",
-           f"findings taken from the last paragraph (no findings/impression headers): {n_fallback} studies",
-           f"kept studies without CheXpert labels: {n_unlabelled}",
-           "ViewPosition of the downloaded images with metadata: " + ", ".join(f"{k} {v}" for k, v in view_counts.items())
-           + (f" ({n_view_from_code} blank ones taken from ViewCodeSequence_CodeMeaning)" if n_view_from_code else ""),
-           f"image groups on disk: {', '.join(groups_present)}"]
-    mpath = out_csv.with_name(MINIMAL_CSV)
-    if minimal:
-        mini = minimal_subset(df, minimal, seed)
-        short = {s: n for s, n in mini.drop_duplicates("study_id").split.value_counts().items() if n < minimal}
-        _write_csv_atomic(mini, mpath)
-        msg.append(f"minimal subset: {len(mini)} images of {mini.study_id.nunique()} studies -> {mpath}"
-                   + (f" (fewer than {minimal} studies in: {short})" if short else ""))
-    elif mpath.is_file():  # an earlier minimal subset beside it: keep its studies, with this run's rows
-        try: old_ids = set(pd.read_csv(mpath, usecols=["study_id"]).study_id)
-        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError): old_ids = None
-        if old_ids is None:
-            log.warning(f"{mpath} is not a cxrgen CSV and was left alone; `--minimal N` rewrites it")
-        else:
-            mini = df[df.study_id.isin(old_ids)].reset_index(drop=True)
-            gone = len(old_ids - set(mini.study_id))
-            _write_csv_atomic(mini, mpath)
-            msg.append(f"{mpath.name} updated to this run's rows of its {len(old_ids)} studies"
-                       + (f"; {gone} of them no longer pass the filters (--minimal N draws a new subset)" if gone else ""))
+    msg = _report_lines(root, out_csv, counts, notes) + _write_minimal(df, out_csv.with_name(MINIMAL_CSV), minimal, seed, log)
     if verbose: print("\n".join(msg))
     else: log.debug("\n".join(msg))
     return df
