@@ -13,7 +13,7 @@ import time
 import torch
 
 from cxrgen.config import apply_overrides, get_preset
-from cxrgen.data.reports import train_tokenizer
+from cxrgen.data.tokenizer import train_tokenizer
 from cxrgen.models.report_generator import ReportGenerator
 
 VARIANTS = {"without": {"model.conditioning": "none", "model.aux_label_weight": 0.0, "model.classifier": "linear"},

@@ -29,7 +29,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch
 
 from cxrgen.config import ModelConfig, get_preset
-from cxrgen.data.reports import train_tokenizer
+from cxrgen.data.tokenizer import train_tokenizer
 from cxrgen.models.report_generator import ReportGenerator
 
 SIDES = ["left", "right", "bilateral", "bibasilar"]

@@ -31,7 +31,7 @@ import torch
 
 from cxrgen.config import apply_overrides, get_preset
 from cxrgen.data.dataloader import ReportCollator, ResumableSampler, encode_reports
-from cxrgen.data.reports import train_tokenizer
+from cxrgen.data.tokenizer import train_tokenizer
 from cxrgen.models.report_generator import ReportGenerator
 from cxrgen.training.trainer import Trainer, build_scheduler, configure_trainable, make_accelerator, param_groups
 

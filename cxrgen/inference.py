@@ -475,7 +475,7 @@ def make_demo_checkpoint(out_dir: str | Path, # folder to write (created)
     "Save an untrained demo-preset model (tokenizer, weights, run_config.json) as a checkpoint folder; returns it."
     from cxrgen.config import apply_overrides, get_preset, save_config
     from cxrgen.core import seed_everything
-    from cxrgen.data.reports import train_tokenizer
+    from cxrgen.data.tokenizer import train_tokenizer
     from cxrgen.models.report_generator import ReportGenerator
     cfg = get_preset("demo")
     if overrides: cfg = apply_overrides(cfg, overrides)

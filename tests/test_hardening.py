@@ -239,7 +239,7 @@ def test_broken_pipe_is_quiet(smoke):
 def test_no_cache_hint_names_a_real_command(smoke, tmp_path):
     import logging
     from cxrgen.data.dataloader import build_dataloaders
-    from cxrgen.data.reports import load_tokenizer
+    from cxrgen.data.tokenizer import load_tokenizer
     from cxrgen.cli import build_parser
     _, _, cfg = smoke
     cfg = cfg.copy(); cfg.data.cache_dir = str(tmp_path / "no_cache")

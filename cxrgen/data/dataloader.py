@@ -95,7 +95,7 @@ def encode_reports(texts, tokenizer, max_length: int) -> list:
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     if bos is None or eos is None:
         raise CxrgenError(f"tokenizer {type(tokenizer).__name__} has no bos/eos token (bos={bos}, eos={eos}); "
-                          "load it with cxrgen.data.reports.load_tokenizer, which adds them")
+                          "load it with cxrgen.data.tokenizer.load_tokenizer, which adds them")
     if max_length < 2: raise CxrgenError(f"max_length={max_length}: must be >= 2 (bos + eos); data.max_length")
     texts = list(texts)
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
@@ -186,7 +186,7 @@ class ReportCollator:
     "Batch samples of `ReportDataset`: right-pad ids, labels at -100 on pad and bos, pad views with a view_mask."
     def __init__(self, tokenizer):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad is None: raise CxrgenError("tokenizer has neither a pad nor an eos token: load it with cxrgen.data.reports.load_tokenizer")
+        if pad is None: raise CxrgenError("tokenizer has neither a pad nor an eos token: load it with cxrgen.data.tokenizer.load_tokenizer")
         self.pad_token_id = int(pad)  # only an int: nothing of the tokenizer travels to the workers
 
     def __call__(self, samples: list) -> dict:

@@ -428,7 +428,7 @@ def smoke_checkpoint(folder: str | Path, n_studies: int = 30, image_size: int = 
     "Write a tiny MIMIC-layout dataset and an untrained tiny model checkpoint under `folder`; return (checkpoint, config)."
     from PIL import Image
     from cxrgen.config import get_preset
-    from cxrgen.data.reports import train_tokenizer
+    from cxrgen.data.tokenizer import train_tokenizer
     from cxrgen.models.report_generator import ReportGenerator
     folder = Path(folder)
     rng = np.random.default_rng(seed)

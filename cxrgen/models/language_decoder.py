@@ -26,7 +26,7 @@ def _check_tokenizer(tokenizer):
     miss = [t for t in ("bos", "eos", "pad") if getattr(tokenizer, f"{t}_token_id") is None]
     if miss:
         raise CxrgenError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no {'/'.join(miss)} token; "
-                          "load it with cxrgen.data.reports.load_tokenizer (adds <pad>, sets bos/eos) or train one with train_tokenizer")
+                          "load it with cxrgen.data.tokenizer.load_tokenizer (adds <pad>, sets bos/eos) or train one with train_tokenizer")
 
 def set_special_tokens(model: nn.Module, tokenizer) -> nn.Module:
     "Resize the embeddings to the tokenizer when it has more tokens; write pad/bos/eos ids into config and generation config."

@@ -24,7 +24,7 @@ from fastcore.basics import patch
 from transformers.utils import ModelOutput
 
 from ..config import ModelConfig, with_legacy_fields
-from ..data.reports import _auto_tokenizer, _save_tokenizer
+from ..data.tokenizer import auto_tokenizer, save_tokenizer
 from ..core import CHEXPERT_LABELS, CxrgenError, atomic_write_json, get_logger, mkstemp_like_open
 from .language_decoder import decoder_from_config, load_decoder, position_limit, set_special_tokens
 from .mapping_network import MappingNetwork
@@ -110,7 +110,7 @@ class ReportGenerator(nn.Module):
 
     @classmethod
     def from_config(cls, model_cfg: ModelConfig,  # cxrgen.config.ModelConfig (the `model` group of a run config)
-                    tokenizer,  # a fast tokenizer with bos/eos/pad (cxrgen.data.reports.load_tokenizer/train_tokenizer)
+                    tokenizer,  # a fast tokenizer with bos/eos/pad (cxrgen.data.tokenizer.load_tokenizer/train_tokenizer)
                     max_views: int = 1,  # >1 for study-level input (data.max_views when data.study_level)
                     max_length: int = 128,  # longest tokenised report (data.max_length)
                     image_size: int | None = None,  # input size (data.image_size); default: the encoder's
@@ -366,7 +366,7 @@ def save_pretrained(self: ReportGenerator, save_directory: str | Path) -> Path:
         os.replace(tmp, d / _WEIGHTS)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
-    _save_tokenizer(self.tokenizer, d)  # portable between transformers 4 and 5
+    save_tokenizer(self.tokenizer, d)  # portable between transformers 4 and 5
     atomic_write_json(d / _CONFIG, {
         "architecture": "cxrgen.ReportGenerator", "format_version": 1,
         "model": asdict(self.model_config), "max_views": self.max_views, "image_size": self.image_size,
@@ -375,7 +375,7 @@ def save_pretrained(self: ReportGenerator, save_directory: str | Path) -> Path:
     return d
 
 def _load_tokenizer(d: Path):
-    try: return _auto_tokenizer(str(d))
+    try: return auto_tokenizer(str(d))
     except Exception as e:
         raise CxrgenError(f"checkpoint {d} has no readable tokenizer ({type(e).__name__}); it must hold the files "
                           "tokenizer.save_pretrained wrote (tokenizer.json, tokenizer_config.json): re-save with save_pretrained") from None

@@ -717,7 +717,8 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def _build_tokenizer(cfg: RunConfig, out: Path, acc):
     "The stage-1 tokenizer: trained on the training split's target texts (main process, saved in `<run>/tokenizer`) or loaded by name."
-    from cxrgen.data.reports import load_tokenizer, target_text, train_tokenizer
+    from cxrgen.data.reports import target_text
+    from cxrgen.data.tokenizer import load_tokenizer, train_tokenizer
     d = cfg.data
     if d.tokenizer != "train": return load_tokenizer(d.tokenizer)
     folder = out / "tokenizer"
