@@ -33,7 +33,8 @@ from cxrgen.config import apply_overrides, get_preset
 from cxrgen.data.dataloader import ReportCollator, ResumableSampler, encode_reports
 from cxrgen.data.tokenizer import train_tokenizer
 from cxrgen.models.report_generator import ReportGenerator
-from cxrgen.training.trainer import Trainer, build_scheduler, configure_trainable, make_accelerator, param_groups
+from cxrgen.models.report_generator import param_groups
+from cxrgen.training.trainer import Trainer, build_scheduler, configure_trainable, make_accelerator
 
 TEXTS = ["the heart size is normal. the lungs are clear. no pleural effusion or pneumothorax.",
          "moderate cardiomegaly with a small left pleural effusion. no pneumothorax is seen.",

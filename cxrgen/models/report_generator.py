@@ -31,7 +31,8 @@ from .mapping_network import MappingNetwork
 from .vision_encoder import VisionEncoder, check_state_dict
 
 # %% auto #0
-__all__ = ['ReportGeneratorOutput', 'label_targets', 'FindingsClassifier', 'FindingsPrompt', 'mask_positions', 'ReportGenerator']
+__all__ = ['ReportGeneratorOutput', 'label_targets', 'FindingsClassifier', 'FindingsPrompt', 'mask_positions', 'ReportGenerator',
+           'param_groups']
 
 # %% ../../nbs/13_models.report_generator.ipynb #0fc346b9
 @dataclass
@@ -422,19 +423,21 @@ def from_pretrained(cls: ReportGenerator, path: str | Path,  # a folder written 
     return model.to(map_location)
 
 # %% ../../nbs/13_models.report_generator.ipynb #520686c9
-@patch
-def param_groups(self: ReportGenerator, lr: float, encoder_lr: float | None = None, weight_decay: float = 0.0) -> list[dict]:
-    "AdamW groups: encoder at `encoder_lr`, the rest at `lr`; no decay on biases/norms (1-D tensors). Trainable params only."
-    groups = {}
-    for n, p in self.named_parameters():
+def param_groups(model: nn.Module, lr: float, encoder_lr: float | None = None, weight_decay: float = 0.01) -> list[dict]:
+    "AdamW parameter groups of `model` (a `ReportGenerator` or any module with an `encoder`): encoder vs the rest (own lr), decay vs no decay (biases, norms); trainable params only."
+    enc = getattr(model, "encoder", None)
+    enc_ids = {id(p) for p in enc.parameters()} if enc is not None else set()
+    groups: dict = {}
+    for name, p in model.named_parameters():
         if not p.requires_grad: continue
-        part = "encoder" if n.startswith("encoder.") else "head"
-        decay = p.ndim >= 2
+        part = "encoder" if id(p) in enc_ids else "head"
+        decay = p.ndim >= 2 and not name.endswith(".bias")
         key = f"{part}{'' if decay else '_no_decay'}"
-        g = groups.setdefault(key, {"name": key, "params": [], "lr": (encoder_lr if part == "encoder" and encoder_lr is not None else lr),
-                                    "weight_decay": weight_decay if decay else 0.0})
+        g = groups.setdefault(key, {"name": key, "params": [], "weight_decay": weight_decay if decay else 0.0,
+                                    "lr": (encoder_lr if (part == "encoder" and encoder_lr is not None) else lr)})
         g["params"].append(p)
-    return list(groups.values())
+    order = ["head", "head_no_decay", "encoder", "encoder_no_decay"]
+    return [groups[k] for k in order if k in groups]
 
 def _count(m: nn.Module) -> dict:
     t = sum(p.numel() for p in m.parameters() if p.requires_grad)

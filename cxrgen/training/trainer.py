@@ -31,11 +31,12 @@ from ..checkpoints import (CHECKPOINT_NAMES, check_checkpoint, checkpoint_run_co
                                 interrupted_first_write, read_json, read_trainer_state, resume_checkpoint)
 from ..checkpoints import load_model as load_checkpoint_model
 from ..config import RunConfig, config_from_dict, csv_path, resolve_path, run_dir, validate_config
+from ..models.report_generator import param_groups
 
 # %% auto #0
-__all__ = ['resolve_precision', 'make_accelerator', 'configure_trainable', 'enable_gradient_checkpointing', 'param_groups',
-           'warmup_cosine', 'build_scheduler', 'save_optimizer_state', 'load_optimizer_state', 'get_rng_state',
-           'set_rng_state', 'save_rng_state', 'load_rng_state', 'RunLogger', 'oom_message', 'Trainer', 'format_summary',
+__all__ = ['resolve_precision', 'make_accelerator', 'configure_trainable', 'enable_gradient_checkpointing', 'warmup_cosine',
+           'build_scheduler', 'save_optimizer_state', 'load_optimizer_state', 'get_rng_state', 'set_rng_state',
+           'save_rng_state', 'load_rng_state', 'RunLogger', 'oom_message', 'Trainer', 'format_summary',
            'calibrate_thresholds', 'calibrate_checkpoint', 'train_stage']
 
 # %% ../../nbs/20_training.trainer.ipynb #12fe830e
@@ -92,23 +93,6 @@ def enable_gradient_checkpointing(model: nn.Module) -> bool:
         if m is not None and hasattr(m, "gradient_checkpointing_enable"):
             m.gradient_checkpointing_enable(); done = True; break
     return done
-
-# %% ../../nbs/20_training.trainer.ipynb #b35e6665
-def param_groups(model: nn.Module, lr: float, encoder_lr: float | None = None, weight_decay: float = 0.01) -> list[dict]:
-    "AdamW parameter groups: encoder vs the rest (own lr), decay vs no decay (biases, norms); trainable params only."
-    enc = getattr(model, "encoder", None)
-    enc_ids = {id(p) for p in enc.parameters()} if enc is not None else set()
-    groups: dict = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad: continue
-        part = "encoder" if id(p) in enc_ids else "head"
-        decay = p.ndim >= 2 and not name.endswith(".bias")
-        key = f"{part}{'' if decay else '_no_decay'}"
-        g = groups.setdefault(key, {"name": key, "params": [], "weight_decay": weight_decay if decay else 0.0,
-                                    "lr": (encoder_lr if (part == "encoder" and encoder_lr is not None) else lr)})
-        g["params"].append(p)
-    order = ["head", "head_no_decay", "encoder", "encoder_no_decay"]
-    return [groups[k] for k in order if k in groups]
 
 # %% ../../nbs/20_training.trainer.ipynb #030e6172
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
