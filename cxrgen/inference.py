@@ -327,12 +327,8 @@ def _as_gray_pil(image, min_size: int | None = None):
 @patch
 def preprocess(self: ReportGeneratorPipeline, image) -> "torch.Tensor":
     "One image (path, PIL or array) as the model's (3, H, W) input: grayscale, cache-size resize, eval transform."
-    from PIL import Image
-    from cxrgen.data.images import resize_shorter_side
-    img = resize_shorter_side(_as_gray_pil(image, min_size=self.cache_size), self.cache_size)
-    buf = io.BytesIO(); img.save(buf, format="JPEG", quality=95)  # the image cache stores JPEG q95: the model saw its artefacts
-    with Image.open(buf) as cached: img = cached.convert("L")
-    return self.transform(img)
+    from cxrgen.data.images import as_cached
+    return self.transform(as_cached(_as_gray_pil(image, min_size=self.cache_size), self.cache_size))  # the model saw the cache's JPEG artefacts
 
 # %% ../nbs/40_inference.ipynb #f33bbefb
 @patch
@@ -347,18 +343,14 @@ def generate_from_pixels(self: ReportGeneratorPipeline, pixels: Sequence, # (3, 
 def generate_from_studies(self: ReportGeneratorPipeline, studies: Sequence[Sequence], # per study, its (3, H, W) view tensors
                           **decoding) -> list[str]:
     "One report per study from its preprocessed views (one call to the model)."
-    import torch
+    from cxrgen.data.dataloader import pad_views
     self._require_study_level()
     if not len(studies): return []
     V = max(1, int(getattr(self.model, "max_views", self.max_views) or 1))
-    px, mask = [], torch.zeros(len(studies), V, dtype=torch.bool)
     for i, views in enumerate(studies):
         if not len(views): raise CxrgenError(f"study {i} has no images: give each study at least one view")
         if len(views) > V: _log.warning(f"study {i} has {len(views)} views; the checkpoint takes {V}, keeping the first {V}")
-        views = list(views)[:V]
-        mask[i, :len(views)] = True
-        px.append(torch.stack(views + [torch.zeros_like(views[0])] * (V - len(views))))
-    return self._generate(torch.stack(px), mask, **decoding)
+    return self._generate(*pad_views([list(views)[:V] for views in studies], V), **decoding)
 
 @patch
 def _require_study_level(self: ReportGeneratorPipeline):

@@ -22,7 +22,7 @@ from .reports import target_text
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'GrayToChannels', 'build_transforms', 'view_rank', 'encode_reports', 'ReportDataset',
-           'ReportCollator', 'ResumableSampler', 'image_cache_dir', 'seed_worker', 'read_filtered_csv',
+           'pad_views', 'ReportCollator', 'ResumableSampler', 'image_cache_dir', 'seed_worker', 'read_filtered_csv',
            'prepare_image_cache', 'build_dataloaders']
 
 # %% ../../nbs/06_data.dataloader.ipynb #05a03b65
@@ -182,6 +182,16 @@ class ReportDataset(Dataset):
         return out
 
 # %% ../../nbs/06_data.dataloader.ipynb #5c09a0dd
+def pad_views(studies, n_views: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Studies of 1..V views (each a (V_i, C, H, W) tensor or a list of (C, H, W)) as (B, V, C, H, W) zero-padded after each study's views, and the (B, V) `view_mask` (True: a real view); V: `n_views`, else the most views in the batch."
+    V = n_views or max(len(v) for v in studies)
+    first = studies[0][0]
+    px = first.new_zeros((len(studies), V, *first.shape))
+    mask = torch.zeros((len(studies), V), dtype=torch.bool)
+    for i, views in enumerate(studies):
+        px[i, :len(views)], mask[i, :len(views)] = (views if torch.is_tensor(views) else torch.stack(list(views))), True
+    return px, mask
+
 class ReportCollator:
     "Batch samples of `ReportDataset`: right-pad ids, labels at -100 on pad and bos, pad views with a view_mask."
     def __init__(self, tokenizer):
@@ -199,11 +209,7 @@ class ReportCollator:
         labels[:, 0] = -100  # bos: nothing predicts it
         out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         pv = [s["pixel_values"] for s in samples]
-        if pv[0].dim() == 4:  # study-level (V, C, H, W)
-            V = max(p.shape[0] for p in pv)
-            out["pixel_values"] = pv[0].new_zeros((n, V, *pv[0].shape[1:]))
-            out["view_mask"] = torch.zeros((n, V), dtype=torch.bool)
-            for i, p in enumerate(pv): out["pixel_values"][i, :len(p)], out["view_mask"][i, :len(p)] = p, True
+        if pv[0].dim() == 4: out["pixel_values"], out["view_mask"] = pad_views(pv)  # study-level (V, C, H, W)
         else: out["pixel_values"] = torch.stack(pv)
         for k in ("study_id", "dicom_id", "view_position", "reference"): out[k] = [s[k] for s in samples]
         if "chexpert_labels" in samples[0]: out["chexpert_labels"] = torch.stack([s["chexpert_labels"] for s in samples])

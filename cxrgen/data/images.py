@@ -19,8 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..core import CxrgenError, atomic_write_text, get_logger, mkstemp_like_open
 
 # %% auto #0
-__all__ = ['ImageLoadError', 'to_uint8', 'load_dicom', 'write_test_dicom', 'load_image', 'resize_shorter_side',
-           'cached_image_path', 'build_image_cache']
+__all__ = ['CACHE_JPEG_QUALITY', 'ImageLoadError', 'to_uint8', 'load_dicom', 'write_test_dicom', 'load_image',
+           'resize_shorter_side', 'cache_jpeg', 'as_cached', 'cached_image_path', 'build_image_cache']
 
 # %% ../../nbs/05_data.images.ipynb #13ffb3ca
 class ImageLoadError(CxrgenError):
@@ -168,6 +168,18 @@ def resize_shorter_side(img: Image.Image, size: int) -> Image.Image:
     new = (size, max(1, round(h * s))) if w <= h else (max(1, round(w * s)), size)
     return img.resize(new, Image.Resampling.LANCZOS)
 
+CACHE_JPEG_QUALITY = 95  # the image cache's JPEG quality; inference re-encodes at the same quality, so a model sees the artefacts it trained on
+
+def cache_jpeg(img: Image.Image, size: int, quality: int = CACHE_JPEG_QUALITY) -> bytes:
+    "`img` resized to shorter side `size` and JPEG-encoded: the bytes the image cache stores."
+    buf = io.BytesIO()
+    resize_shorter_side(img, size).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+def as_cached(img: Image.Image, size: int) -> Image.Image:
+    "`img` as a model reads it from the image cache: resized, JPEG-encoded at the cache's quality and decoded."
+    with Image.open(io.BytesIO(cache_jpeg(img, size))) as im: return im.convert("L")
+
 # %% ../../nbs/05_data.images.ipynb #718db534
 def cached_image_path(cache_dir: str | Path, size: int, rel_path: str | Path) -> Path:
     "Where the cache of `size` keeps the resized copy of `rel_path` (relative to the image root)."
@@ -183,9 +195,7 @@ def _cache_one(args) -> tuple[str, str | None]:
     "Resize one image into the cache; (rel_path, None) or (rel_path, reason)."
     rel, src_root, cache_dir, size, quality = args
     try:
-        img = resize_shorter_side(load_image(Path(src_root) / rel, min_size=size), size)
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=quality)
+        data = cache_jpeg(load_image(Path(src_root) / rel, min_size=size), size, quality)
     except ImageLoadError as e: return rel, e.reason
     except Exception as e: return rel, f"{type(e).__name__}: {e}"
     dst = cached_image_path(cache_dir, size, rel)
@@ -193,7 +203,7 @@ def _cache_one(args) -> tuple[str, str | None]:
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = mkstemp_like_open(dst)
-        with os.fdopen(fd, "wb") as f: f.write(buf.getvalue())
+        with os.fdopen(fd, "wb") as f: f.write(data)
         os.replace(tmp, dst)
     except OSError as e:
         if tmp is not None and os.path.exists(tmp): os.unlink(tmp)
@@ -231,7 +241,7 @@ def _write_bad(path: Path, bad: dict):
     atomic_write_text(path, buf.getvalue())
 
 def build_image_cache(rel_paths, src_root: str | Path, cache_dir: str | Path, size: int, num_workers: int | None = None,
-                      retry_bad: bool = False, quality: int = 95, progress: bool = True) -> tuple[list, pd.DataFrame]:
+                      retry_bad: bool = False, quality: int = CACHE_JPEG_QUALITY, progress: bool = True) -> tuple[list, pd.DataFrame]:
     "Resize images (shorter side = `size`) into `<cache_dir>/images_<size>/`; returns (cached paths, bad_df)."
     log = get_logger("cxrgen.data.images")
     rels = list(dict.fromkeys(str(p) for p in rel_paths))  # unique, order kept
