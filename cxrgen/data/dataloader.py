@@ -16,19 +16,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import RunConfig, csv_path, resolve_path
 from ..core import CHEXPERT_LABELS, CxrgenError, get_logger
-from .images import ImageLoadError, build_image_cache, cached_image_path, load_image
+from .images import IMAGENET_MEAN, IMAGENET_STD, ImageLoadError, build_image_cache, cached_image_path, load_image
 from .mimic import read_filtered_csv as _read_filtered_csv
 from .reports import target_text
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'GrayToChannels', 'build_transforms', 'view_rank', 'encode_reports', 'ReportDataset',
-           'pad_views', 'ReportCollator', 'ResumableSampler', 'image_cache_dir', 'seed_worker', 'read_filtered_csv',
-           'prepare_image_cache', 'build_dataloaders']
+__all__ = ['GrayToChannels', 'build_transforms', 'view_rank', 'encode_reports', 'ReportDataset', 'pad_views', 'ReportCollator',
+           'ResumableSampler', 'image_cache_dir', 'seed_worker', 'read_filtered_csv', 'prepare_image_cache',
+           'build_dataloaders']
 
 # %% ../../nbs/06_data.dataloader.ipynb #05a03b65
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 class GrayToChannels:
     "Repeat a (1,H,W) tensor to (n,H,W) (a picklable transform, so it crosses into DataLoader workers)."
     def __init__(self, n: int = 3): self.n = n

@@ -19,8 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..core import CxrgenError, atomic_write_text, get_logger, mkstemp_like_open
 
 # %% auto #0
-__all__ = ['CACHE_JPEG_QUALITY', 'ImageLoadError', 'to_uint8', 'load_dicom', 'write_test_dicom', 'load_image',
-           'resize_shorter_side', 'cache_jpeg', 'as_cached', 'cached_image_path', 'build_image_cache']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CACHE_JPEG_QUALITY', 'ImageLoadError', 'to_uint8', 'load_dicom', 'write_test_dicom',
+           'load_image', 'resize_shorter_side', 'cache_jpeg', 'as_cached', 'cached_image_path', 'build_image_cache']
 
 # %% ../../nbs/05_data.images.ipynb #13ffb3ca
 class ImageLoadError(CxrgenError):
@@ -158,6 +158,10 @@ def load_image(path: str | Path, min_size: int | None = None) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         reason = "truncated image file" if "truncated" in str(e).lower() else "corrupt image data"
         raise ImageLoadError(path, f"{reason} ({type(e).__name__}: {e})", _FIX_FILE) from None
+
+# %% ../../nbs/05_data.images.ipynb #e3234b9c
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # %% ../../nbs/05_data.images.ipynb #141dce31
 def resize_shorter_side(img: Image.Image, size: int) -> Image.Image:

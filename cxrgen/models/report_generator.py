@@ -24,6 +24,7 @@ from fastcore.basics import patch
 from transformers.utils import ModelOutput
 
 from ..config import ModelConfig, with_legacy_fields
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..data.tokenizer import auto_tokenizer, save_tokenizer
 from ..core import CHEXPERT_LABELS, CxrgenError, atomic_write_json, get_logger, mkstemp_like_open
 from .language_decoder import decoder_from_config, load_decoder, position_limit, set_special_tokens
@@ -144,7 +145,7 @@ class ReportGenerator(nn.Module):
     def input_norm(self) -> dict:
         "`mean`, `std` and `in_chans` for `build_transforms`/`build_dataloaders`: the one normalisation of train, eval and inference."
         d = self.encoder.data_config
-        return {"mean": tuple(d.get("mean", (0.485, 0.456, 0.406))), "std": tuple(d.get("std", (0.229, 0.224, 0.225))),
+        return {"mean": tuple(d.get("mean", IMAGENET_MEAN)), "std": tuple(d.get("std", IMAGENET_STD)),
                 "in_chans": self.model_config.in_chans}
 
 # %% ../../nbs/13_models.report_generator.ipynb #c611356d
