@@ -473,9 +473,7 @@ def make_demo_checkpoint(out_dir: str | Path, # folder to write (created)
     if overrides: cfg = apply_overrides(cfg, overrides)
     seed_everything(seed)
     tok = train_tokenizer(_DEMO_TEXTS * 4, vocab_size=300, min_frequency=1)
-    d = cfg.data
-    model = ReportGenerator.from_config(cfg.model, tok, max_views=d.max_views if d.study_level else 1,
-                                        max_length=d.max_length, image_size=d.image_size)
+    model = ReportGenerator.from_run_config(cfg, tok)
     out = Path(out_dir)
     model.save_pretrained(out)
     save_config(cfg, out / "run_config.json")

@@ -22,8 +22,8 @@ from .reports import target_text
 
 # %% auto #0
 __all__ = ['GrayToChannels', 'build_transforms', 'view_rank', 'encode_reports', 'ReportDataset', 'pad_views', 'ReportCollator',
-           'ResumableSampler', 'image_cache_dir', 'seed_worker', 'read_filtered_csv', 'prepare_image_cache',
-           'build_dataloaders']
+           'ResumableSampler', 'image_cache_dir', 'seed_worker', 'read_filtered_csv', 'training_reports',
+           'prepare_image_cache', 'build_dataloaders']
 
 # %% ../../nbs/06_data.dataloader.ipynb #05a03b65
 class GrayToChannels:
@@ -262,6 +262,14 @@ def read_filtered_csv(path: str | Path, section: str = "findings") -> pd.DataFra
     "The filtered CSV with the columns the loaders need for `section` (the error names the file and the fix)."
     need = _REQUIRED + ["split"] + (["findings", "impression"] if section == "findings_impression" else [section])
     return _read_filtered_csv(path, required_columns=need)
+
+def training_reports(cfg: RunConfig, per_study: bool = False) -> list[str]:
+    "The non-empty target texts of `cfg`'s training split: one per image (the tokenizer's corpus: a study counts once per view) or one per study (the baselines)."
+    df = read_filtered_csv(csv_path(cfg), cfg.data.section)
+    df = df[df["split"] == "train"]
+    if per_study: df = df.drop_duplicates("study_id")
+    texts = [target_text(r, cfg.data.section, lowercase=cfg.data.lowercase) for r in df.to_dict("records")]
+    return [t for t in texts if t]
 
 # %% ../../nbs/06_data.dataloader.ipynb #2f8d9786
 def prepare_image_cache(cfg: RunConfig, splits=None, num_workers: int | None = None, progress: bool = True):

@@ -288,14 +288,6 @@ def _label_unique(texts: Sequence[str]) -> pd.DataFrame:
     pos = {t: i for i, t in enumerate(uniq)}
     return label_texts(uniq).iloc[[pos[t] for t in texts]].reset_index(drop=True)
 
-def _train_reports(cfg: RunConfig) -> list[str]:
-    from cxrgen.data.dataloader import read_filtered_csv
-    from cxrgen.data.reports import target_text
-    df = read_filtered_csv(csv_path(cfg), cfg.data.section)
-    df = df[df["split"] == "train"].drop_duplicates("study_id")
-    texts = [target_text(r, cfg.data.section, lowercase=cfg.data.lowercase) for r in df.to_dict("records")]
-    return [t for t in texts if t]
-
 # %% ../../nbs/32_evaluation.evaluate.ipynb #2a331b05
 def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a run folder (uses checkpoints/best, else last)
                         cfg: RunConfig | str | Path | None = None,  # default: the checkpoint's run_config.json
@@ -347,7 +339,8 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
     train_reports, base_info = None, {}
     if baselines:
         try:
-            train_reports = _train_reports(cfg)
+            from cxrgen.data.dataloader import training_reports  # torch: imported only when baselines run
+            train_reports = training_reports(cfg, per_study=True)
             const = most_frequent_report(train_reports)
             tcfg = cfg.copy()
             tcfg.data.augment = False
@@ -458,8 +451,7 @@ def smoke_checkpoint(folder: str | Path, n_studies: int = 30, image_size: int = 
     cfg = validate_config(cfg)
     tok = train_tokenizer(df[df.split == "train"].findings.tolist(), vocab_size=300, out_dir=folder / "tokenizer")
     seed_everything(seed)
-    model = ReportGenerator.from_config(cfg.model, tok, max_views=cfg.data.max_views if study_level else 1,
-                                        max_length=cfg.data.max_length, image_size=image_size)
+    model = ReportGenerator.from_run_config(cfg, tok)
     ckpt = folder / "outputs" / "smoke" / "checkpoints" / "best"
     model.save_pretrained(ckpt)
     atomic_write_json(ckpt / "run_config.json", cfg.to_dict())

@@ -23,7 +23,7 @@ from torch import nn
 from fastcore.basics import patch
 from transformers.utils import ModelOutput
 
-from ..config import ModelConfig, with_legacy_fields
+from ..config import ModelConfig, RunConfig, with_legacy_fields
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..data.tokenizer import auto_tokenizer, save_tokenizer
 from ..core import CHEXPERT_LABELS, CxrgenError, atomic_write_json, get_logger, mkstemp_like_open
@@ -130,6 +130,13 @@ class ReportGenerator(nn.Module):
         mapping = MappingNetwork(c.mapping, enc.num_features, dec.get_input_embeddings().embedding_dim,
                                  c.num_query_tokens, c.mapping_layers, max_views)
         return cls(enc, mapping, dec, tokenizer, c, max_views, image_size)
+
+    @classmethod
+    def from_run_config(cls, cfg: RunConfig, tokenizer) -> "ReportGenerator":
+        "The model a run config describes: `from_config` with its data group's views (data.max_views when study-level, else 1), report length and image size."
+        d = cfg.data
+        return cls.from_config(cfg.model, tokenizer, max_views=d.max_views if d.study_level else 1, max_length=d.max_length,
+                               image_size=d.image_size)
 
     @property
     def device(self) -> torch.device: return next(self.parameters()).device

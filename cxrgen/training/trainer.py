@@ -701,21 +701,12 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def _build_tokenizer(cfg: RunConfig, out: Path, acc):
     "The stage-1 tokenizer: trained on the training split's target texts (main process, saved in `<run>/tokenizer`) or loaded by name."
-    from cxrgen.data.reports import target_text
+    from cxrgen.data.dataloader import training_reports
     from cxrgen.data.tokenizer import load_tokenizer, train_tokenizer
     d = cfg.data
     if d.tokenizer != "train": return load_tokenizer(d.tokenizer)
     folder = out / "tokenizer"
-    if acc.is_main_process:
-        import pandas as pd
-        p = csv_path(cfg)
-        if not p.exists():
-            raise CxrgenError(f"{p} not found: run preprocessing first (cxrgen preprocess --mimic_dir {d.mimic_dir}) or fix data.csv_file")
-        df = pd.read_csv(p, keep_default_na=False)
-        if "split" not in df.columns: raise CxrgenError(f"{p} has no 'split' column: re-run cxrgen preprocess")
-        rows = df[df["split"] == "train"]
-        texts = [target_text(r, d.section, lowercase=d.lowercase) for r in rows.to_dict("records")]
-        train_tokenizer(texts, vocab_size=d.vocab_size, out_dir=folder)
+    if acc.is_main_process: train_tokenizer(training_reports(cfg), vocab_size=d.vocab_size, out_dir=folder)
     acc.wait_for_everyone()
     return load_tokenizer(folder)
 
@@ -829,9 +820,7 @@ def train_stage(cfg: RunConfig,  # the run config (cfg.train.stage picks the sta
                               "(CLI: --checkpoint outputs/<stage-1 run>)")
         tok = _build_tokenizer(cfg, out, acc)
         seed_everything(cfg.train.seed)
-        d = cfg.data
-        model = ReportGenerator.from_config(cfg.model, tok, max_views=d.max_views if d.study_level else 1,
-                                            max_length=d.max_length, image_size=d.image_size)
+        model = ReportGenerator.from_run_config(cfg, tok)
     if acc.is_main_process: atomic_write_json(out / "config.json", cfg.to_dict())
     seed_everything(cfg.train.seed)
     train_dl, val_dl = _split_loaders(build_dataloaders(cfg, model.tokenizer, splits=("train", "validate"),
