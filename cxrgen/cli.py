@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import CxrgenError, apply_overrides, load_config, resolve_path, run_dir
+from .config import SPLITS, STAGES, TARGET_SECTIONS, CxrgenError, apply_overrides, load_config, resolve_path, run_dir
 from .core import describe_io_error, get_logger, io_errno, project_root
 
 # %% auto #0
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="output CSV (default: <mimic_dir>/mimic-cxr-list-filtered.csv)")
     s.add_argument("--views", default=None, help="comma-separated ViewPosition values to keep (default: PA,AP); "
                    "'all' keeps every view; an empty item (PA,AP,) also keeps images whose ViewPosition is blank")
-    s.add_argument("--section", default="findings", choices=["findings", "impression", "findings_impression"], help="target section; studies without it are dropped")
+    s.add_argument("--section", default="findings", choices=list(TARGET_SECTIONS), help="target section; studies without it are dropped")
     s.add_argument("--minimal", type=_POS, default=None, metavar="N", help="also write mimic-cxr-list-minimal.csv with N studies per split")
     s.add_argument("--cache_dir", default="data_cache", help="where the resized image cache goes (default: data_cache)")
     s.add_argument("--cache_size", type=_NONNEG, default=256, help="shorter side of cached images; 0 skips the cache (default: 256)")
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train stage 1 (encoder frozen) or stage 2 (fine-tune)",
                        description="Train one stage without a notebook (the same code the training notebook runs).")
-    s.add_argument("--stage", type=int, choices=[1, 2], default=None, help="1: encoder frozen (default); 2: fine-tune everything from --checkpoint")
+    s.add_argument("--stage", type=int, choices=list(STAGES), default=None, help="1: encoder frozen (default); 2: fine-tune everything from --checkpoint")
     _add_config_args(s)
     s.add_argument("--checkpoint", default=None, help="stage 2: the stage-1 run folder or checkpoint folder to start from "
                    "(without --config_file, stage 2 also starts from that run's saved config)")
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="generate and score reports on a split",
                        description="Generate reports for a split with a checkpoint and compute NLG and clinical metrics with baselines.")
     s.add_argument("--checkpoint", required=True, help="checkpoint folder (or a run folder: its best checkpoint)")
-    s.add_argument("--split", default="test", choices=["train", "validate", "test"], help="split to evaluate (default: test)")
+    s.add_argument("--split", default="test", choices=list(SPLITS), help="split to evaluate (default: test)")
     _add_config_args(s)
     s.add_argument("--output_dir", default=None, help="where metrics, reports and plots go (default: the run folder)")
     s.add_argument("--max_samples", type=_POS, default=None, help="evaluate at most N studies")

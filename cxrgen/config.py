@@ -17,9 +17,11 @@ from typing import Any, Optional
 from .core import CxrgenError, atomic_write_json
 
 # %% auto #0
-__all__ = ['LEGACY_MODEL_FIELDS', 'PRESETS', 'ConfigError', 'DataConfig', 'ModelConfig', 'TrainConfig', 'GenerationConfig',
-           'RunConfig', 'validate_config', 'run_name_problem', 'config_from_dict', 'with_legacy_fields', 'get_preset',
-           'parse_overrides', 'apply_overrides', 'load_config', 'save_config', 'resolve_path', 'csv_path', 'run_dir']
+__all__ = ['TARGET_SECTIONS', 'SPLITS', 'MAPPINGS', 'CLASSIFIERS', 'CONDITIONINGS', 'LABEL_SOURCES', 'STAGES', 'PRECISIONS',
+           'NAN_POLICIES', 'VIEW_POSITIONS', 'LEGACY_MODEL_FIELDS', 'PRESETS', 'ConfigError', 'DataConfig',
+           'ModelConfig', 'TrainConfig', 'GenerationConfig', 'RunConfig', 'validate_config', 'run_name_problem',
+           'config_from_dict', 'with_legacy_fields', 'get_preset', 'parse_overrides', 'apply_overrides', 'load_config',
+           'save_config', 'resolve_path', 'csv_path', 'run_dir']
 
 # %% ../nbs/01_config.ipynb #5367ade2
 class ConfigError(CxrgenError, ValueError):
@@ -124,15 +126,28 @@ class RunConfig:
     def copy(self) -> "RunConfig": return copy.deepcopy(self)
 
 # %% ../nbs/01_config.ipynb #468c7daa
+# The allowed values, one source for the config, data, models, training and the CLI
+TARGET_SECTIONS = ("findings", "impression", "findings_impression")  # data.section: the text a model learns to write
+SPLITS = ("train", "validate", "test")  # MIMIC-CXR's official splits
+MAPPINGS = ("linear", "mlp", "resampler")  # model.mapping
+CLASSIFIERS = ("attention", "linear")  # model.classifier
+CONDITIONINGS = ("labels", "none")  # model.conditioning
+LABEL_SOURCES = ("report", "csv")  # data.label_source
+STAGES = (1, 2)  # train.stage
+PRECISIONS = ("auto", "no", "bf16", "fp16")  # train.precision
+NAN_POLICIES = ("stop", "skip")  # train.nan_policy
+VIEW_POSITIONS = ("PA", "AP", "LATERAL", "LL", "AP AXIAL", "AP LLD", "AP RLD", "PA LLD", "PA RLD", "LAO", "RAO",
+                  "LPO", "SWIMMERS", "XTABLE LATERAL", "")  # data.views: MIMIC-CXR ViewPosition values ("" = blank)
+
 _CHOICES = {
-    "data.section": ("findings", "impression", "findings_impression"),
-    "model.mapping": ("linear", "mlp", "resampler"),
-    "model.classifier": ("attention", "linear"),
-    "model.conditioning": ("labels", "none"),
-    "data.label_source": ("report", "csv"),
-    "train.stage": (1, 2),
-    "train.precision": ("auto", "no", "bf16", "fp16"),
-    "train.nan_policy": ("stop", "skip"),
+    "data.section": TARGET_SECTIONS,
+    "model.mapping": MAPPINGS,
+    "model.classifier": CLASSIFIERS,
+    "model.conditioning": CONDITIONINGS,
+    "data.label_source": LABEL_SOURCES,
+    "train.stage": STAGES,
+    "train.precision": PRECISIONS,
+    "train.nan_policy": NAN_POLICIES,
 }
 _POSITIVE = ["data.image_size", "data.cache_size", "data.max_views", "data.max_length", "data.vocab_size",
              "model.num_query_tokens", "model.mapping_layers", "train.max_epochs", "train.batch_size",
@@ -140,8 +155,6 @@ _POSITIVE = ["data.image_size", "data.cache_size", "data.max_views", "data.max_l
 _NON_NEGATIVE = ["data.num_workers", "train.lr", "train.encoder_lr", "train.weight_decay", "train.max_grad_norm",
                  "train.eval_every", "train.early_stopping_patience", "model.aux_label_weight", "train.save_every", "generation.min_new_tokens",
                  "generation.no_repeat_ngram_size", "generation.temperature"]
-_VALID_VIEWS = ("PA", "AP", "LATERAL", "LL", "AP AXIAL", "AP LLD", "AP RLD", "PA LLD", "PA RLD", "LAO", "RAO",
-                "LPO", "SWIMMERS", "XTABLE LATERAL", "")
 
 def _get(cfg, dotted):
     obj = cfg
@@ -163,8 +176,8 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     if t.max_steps is not None and t.max_steps <= 0: errs.append(f"train.max_steps={t.max_steps!r}: must be > 0 or null")
     if not 0 <= t.warmup_ratio < 1: errs.append(f"train.warmup_ratio={t.warmup_ratio!r}: must be in [0, 1)")
     if d.cache_size < d.image_size: errs.append(f"data.cache_size={d.cache_size}: must be >= data.image_size ({d.image_size})")
-    bad_views = [v for v in d.views if v not in _VALID_VIEWS]
-    if not d.views or bad_views: errs.append(f"data.views={d.views!r}: a non-empty list of MIMIC-CXR ViewPosition values {list(_VALID_VIEWS)}")
+    bad_views = [v for v in d.views if v not in VIEW_POSITIONS]
+    if not d.views or bad_views: errs.append(f"data.views={d.views!r}: a non-empty list of MIMIC-CXR ViewPosition values {list(VIEW_POSITIONS)}")
     if not 0 < g.top_p <= 1: errs.append(f"generation.top_p={g.top_p!r}: must be in (0, 1]")
     if g.repetition_penalty <= 0: errs.append(f"generation.repetition_penalty={g.repetition_penalty!r}: must be > 0")
     m = cfg.model

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..config import RunConfig, csv_path, resolve_path
+from ..config import SPLITS, RunConfig, csv_path, resolve_path
 from ..core import CHEXPERT_LABELS, CxrgenError, get_logger
 from .images import IMAGENET_MEAN, IMAGENET_STD, ImageLoadError, build_image_cache, cached_image_path, load_image
 from .mimic import read_filtered_csv as _read_filtered_csv
@@ -280,7 +280,7 @@ def prepare_image_cache(cfg: RunConfig, splits=None, num_workers: int | None = N
                              image_cache_dir(cfg.data.cache_dir, cfg.data.mimic_dir), cfg.data.cache_size,
                              num_workers=num_workers, progress=progress)
 
-def build_dataloaders(cfg: RunConfig, tokenizer, splits=("train", "validate", "test"), mean=IMAGENET_MEAN,
+def build_dataloaders(cfg: RunConfig, tokenizer, splits=SPLITS, mean=IMAGENET_MEAN,
                       std=IMAGENET_STD, in_chans: int = 3,
                       label_fn=None) -> dict:  # texts -> 14 label columns: classifier targets read from the reports (see ReportDataset)
     "One DataLoader per split from `cfg.data` (CSV, cache, transforms) and `cfg.train` (batch size, seed)."

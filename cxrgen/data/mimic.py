@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from ..core import CHEXPERT_LABELS, CxrgenError, atomic_write_text, get_logger
-from .reports import TARGET_SECTIONS, clean_sections
+from ..config import SPLITS, TARGET_SECTIONS
+from .reports import clean_sections
 
 # %% auto #0
 __all__ = ['RECORD_LIST', 'STUDY_LIST', 'METADATA_CSV', 'SPLIT_CSV', 'CHEXPERT_CSV', 'REPORTS_ZIP', 'IMAGES_DIR', 'REPORTS_DIR',
-           'FILTERED_CSV', 'MINIMAL_CSV', 'SPLITS', 'OFFICIAL_COLUMNS', 'REQUIRED_COLUMNS', 'SOURCES',
-           'FILTERED_COLUMNS', 'VIEW_CODE_MEANINGS', 'read_official_csv', 'MimicLayout', 'check_layout',
-           'minimal_subset', 'preprocess', 'read_filtered_csv']
+           'FILTERED_CSV', 'MINIMAL_CSV', 'OFFICIAL_COLUMNS', 'REQUIRED_COLUMNS', 'SOURCES', 'FILTERED_COLUMNS',
+           'VIEW_CODE_MEANINGS', 'read_official_csv', 'MimicLayout', 'check_layout', 'minimal_subset', 'preprocess',
+           'read_filtered_csv']
 
 # %% ../../nbs/04_data.mimic.ipynb #f5908834
 RECORD_LIST = "cxr-record-list.csv.gz"
@@ -36,7 +37,6 @@ REPORTS_ZIP = "mimic-cxr-reports.zip"
 IMAGES_DIR, REPORTS_DIR = "images", "reports"
 FILTERED_CSV = "mimic-cxr-list-filtered.csv"
 MINIMAL_CSV = "mimic-cxr-list-minimal.csv"
-SPLITS = ("train", "validate", "test")
 
 OFFICIAL_COLUMNS = {
     RECORD_LIST: ["subject_id", "study_id", "dicom_id", "path"],

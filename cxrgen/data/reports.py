@@ -9,11 +9,12 @@ import math
 import re
 from collections.abc import Mapping
 
+from ..config import TARGET_SECTIONS
 from ..core import CxrgenError
 
 # %% auto #0
-__all__ = ['SECTION_SYNONYMS', 'TARGET_SECTIONS', 'normalize_section_name', 'section_text', 'extract_sections', 'clean_report',
-           'clean_sections', 'target_text']
+__all__ = ['SECTION_SYNONYMS', 'normalize_section_name', 'section_text', 'extract_sections', 'clean_report', 'clean_sections',
+           'target_text']
 
 # %% ../../nbs/02_data.reports.ipynb #6433bcc5
 _TITLE_RE = re.compile(r"\A\ufeff?\s*FINAL (?:REPORT|ADDENDUM)[ \t]*\r?\n")
@@ -144,8 +145,6 @@ def clean_sections(text: str, fallback: bool = True, lowercase: bool = False, de
                 findings_source=source if findings else "")
 
 # %% ../../nbs/02_data.reports.ipynb #c8906ffa
-TARGET_SECTIONS = ("findings", "impression", "findings_impression")
-
 def target_text(row: Mapping, section: str = "findings", lowercase: bool = False) -> str:
     "The target report text of a filtered-CSV row (dict or pandas Series): findings | impression | findings_impression."
     if section not in TARGET_SECTIONS:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import MAPPINGS
 from ..core import CxrgenError
 
 # %% auto #0
-__all__ = ['MAPPINGS', 'ResamplerLayer', 'Resampler', 'MappingNetwork']
+__all__ = ['ResamplerLayer', 'Resampler', 'MappingNetwork']
 
 # %% ../../nbs/11_models.mapping_network.ipynb #4e604783
 def _num_heads(dim: int, prefer: int = 8) -> int:
@@ -49,8 +50,6 @@ class Resampler(nn.Module):
         return self.norm(q)
 
 # %% ../../nbs/11_models.mapping_network.ipynb #e57ac69a
-MAPPINGS = ("linear", "mlp", "resampler")
-
 class MappingNetwork(nn.Module):
     "Image tokens (B, N, C) or views (B, V, N, C) -> decoder prefix (B, L, D) and its attention mask (B, L)."
     def __init__(self,

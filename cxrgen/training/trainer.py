@@ -30,7 +30,7 @@ from ..core import describe_io_error, io_errno
 from ..checkpoints import (CHECKPOINT_NAMES, check_checkpoint, checkpoint_run_config, complete_checkpoints, find_checkpoint,
                                 interrupted_first_write, read_json, read_trainer_state, resume_checkpoint)
 from ..checkpoints import load_model as load_checkpoint_model
-from ..config import RunConfig, config_from_dict, csv_path, resolve_path, run_dir, validate_config
+from ..config import PRECISIONS, RunConfig, config_from_dict, csv_path, resolve_path, run_dir, validate_config
 from ..models.report_generator import param_groups
 
 # %% auto #0
@@ -43,8 +43,8 @@ __all__ = ['resolve_precision', 'make_accelerator', 'configure_trainable', 'enab
 def resolve_precision(precision: str = "auto", device_type: str | None = None) -> str:
     "Accelerate's `mixed_precision` for `train.precision`: auto is bf16 on GPUs that have it, fp16 on older GPUs, `no` on CPU."
     if device_type is None: device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    if precision not in ("auto", "no", "bf16", "fp16"):
-        raise CxrgenError(f"train.precision={precision!r}: must be one of auto, no, bf16, fp16")
+    if precision not in PRECISIONS:
+        raise CxrgenError(f"train.precision={precision!r}: must be one of {', '.join(PRECISIONS)}")
     if device_type != "cuda":
         if precision == "fp16":
             raise CxrgenError("train.precision='fp16' needs a CUDA GPU; on CPU use precision='no' (or 'bf16')")
