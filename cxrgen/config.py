@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from .core import CxrgenError, atomic_write_json
+from .core import CxrgenError, atomic_write_json, project_root
 
 # %% auto #0
 __all__ = ['TARGET_SECTIONS', 'SPLITS', 'MAPPINGS', 'CLASSIFIERS', 'CONDITIONINGS', 'LABEL_SOURCES', 'STAGES', 'PRECISIONS',
@@ -378,7 +378,6 @@ def save_config(cfg: RunConfig, path: str | Path) -> Path:
 # %% ../nbs/01_config.ipynb #d8ab76a2
 def resolve_path(p: str | Path, root: str | Path | None = None) -> Path:
     "An absolute path: `p` itself when absolute, else `p` under the project root."
-    from cxrgen.core import project_root
     p = Path(p).expanduser()
     return p if p.is_absolute() else project_root(root) / p
 
