@@ -377,13 +377,13 @@ def _sentences(t: str) -> list[tuple[int, str]]:
     out.append((a, cur))
     return out
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 15)
 def _sentence_mentions(s: str) -> tuple:
     "(observation index, start, end, kind) of every mention in sentence `s`, observation by observation (cached)."
     return tuple((k, m.start(), m.end(), m.lastgroup) for k, (rx, keys) in enumerate(zip(_MENTION_RES.values(), _MENTION_KEYS))
                  if keys is None or any(w in s for w in keys) for m in rx.finditer(s) if m.lastgroup != "exclude")
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 15)
 def _sentence_clauses(s: str) -> tuple[tuple, tuple]:
     "(clause starts, (start, end, class) of each trigger) in sentence `s` (cached)."
     return tuple(_clause_bounds(s)), tuple((m.start(), m.end(), m.lastgroup) for m in _TRIGGER_RE.finditer(s))
