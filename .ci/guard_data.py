@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 # Places where small, non-credentialed data files may be committed (prefixes of repo-relative paths): the README's
-# pictures of the synthetic demo, and the labeler's development gold on the public IU X-ray reports (report numbers
-# and hand labels only, never report text).
-ALLOWED = ("nbs/images/", "bench/labeler_gold_iu_even.csv")
+# pictures of the synthetic demo, the labeler's development gold on the public IU X-ray reports (report numbers
+# and hand labels only, never report text), and the labeler notebook's test cases (sentences the team wrote, no patient data).
+ALLOWED = ("nbs/images/", "bench/labeler_gold_iu_even.csv", "nbs/30_evaluation.labeler.cases.tsv")
 DATA_EXT = re.compile(r"\.(csv|tsv|gz|zip|tar|tgz|bz2|xz|7z|parquet|feather|h5|hdf5|npy|npz|jpe?g|png|gif|bmp|tiff?|dcm|dicom|"
                       r"nii|safetensors|pt|pth|bin|ckpt|pkl|pickle|txt|jsonl)$", re.I)
 MIMIC_PATH = re.compile(r"(^|/)(p1\d/p\d{8}|s\d{8}\.txt$)")  # the MIMIC-CXR patient/study layout

@@ -9,6 +9,8 @@ import math
 import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import itemgetter
 
 try:  # the regex parser moved in Python 3.11
     from re import _constants as _sre_c, _parser as _sre_p
@@ -36,19 +38,22 @@ _DEVICE_ABBREV = {"line", "lines", "tube", "tubes", "et", "ett", "ng", "ngt", "o
                   "wire", "wires", "lead", "leads", "drain", "drains", "pacer", "pacemaker", "icd", "aicd", "dobhoff",
                   "port", "ports", "trach", "cvl", "ij", "sheath", "stent", "stents", "clips", "valve",
                   "defibrillator", "defibrillators", "introducer", "feeding", "pigtail", "cordis"}
-_WS = re.compile(r"\s+")
-_ABBREV = re.compile(r"\b(?:vs|approx|e\.g|i\.e|dr|mr|mrs|ms)\.")
+_ABBREVS = ("vs", "approx", "e.g", "i.e", "dr", "mr", "mrs", "ms")  # their full stop ends no sentence
+_ABBREV = re.compile(r"\b(?:" + "|".join(map(re.escape, _ABBREVS)) + r")\.")
 # 'no X is seen to suggest Y' reads as 'no X to suggest Y': the verb would end the clause before the link
 _SEEN_LINK = re.compile(r"\b(?:is|are) (?:seen|noted|present|identified|demonstrated|evident|visualized) "
                         r"(?=(?:to (?:suggest|indicate)|that (?:would|might|could) (?:suggest|indicate))\b)")
 
 def clean_text(text: str) -> str:
     "Lower-case `text`, make blank lines sentence ends, 'and/or' and 'x/y' an 'or', one space between words, 'is seen to suggest' 'to suggest'."
-    t = _PARA.sub(" . ", text.lower())
+    # each substitution runs only when `t` holds what it needs to match (a line break, a slash, ...): same text, less work
+    t = text.lower()
+    if "\n" in t: t = _PARA.sub(" . ", t)
     t = t.replace("and/or", " or ").replace(" / ", " or ")
-    t = _ABBREV.sub(lambda m: m.group(0)[:-1].replace(".", ""), t)  # 'vs.' is not a sentence end
-    t = _SLASH.sub(lambda m: m.group(1) + (" and " if {m.group(1), m.group(2)} <= _DEVICE_ABBREV else " or "), t)
-    return _SEEN_LINK.sub("", _WS.sub(" ", t).strip())
+    if any(a + "." in t for a in _ABBREVS): t = _ABBREV.sub(lambda m: m.group(0)[:-1].replace(".", ""), t)  # 'vs.' is not a sentence end
+    if "/" in t: t = _SLASH.sub(lambda m: m.group(1) + (" and " if {m.group(1), m.group(2)} <= _DEVICE_ABBREV else " or "), t)
+    t = " ".join(t.split())  # what re's \s matches, str.split splits on
+    return _SEEN_LINK.sub("", t) if "suggest" in t or "indicate" in t else t
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #57063601
 def _alt(*phrases: str) -> str: return "|".join(phrases)
@@ -282,6 +287,29 @@ def _first_chars(pattern: str) -> str | None:
     except Exception: return None  # a private parser that changed shape: fall back to no look-ahead (slower, same result)
     return None if r is None or r[1] else "".join(sorted(r[0]))
 
+def _required(items) -> set[str] | None:
+    "Strings one of which every match of a parsed regex sequence contains; None when that cannot be bounded."
+    best, run = None, ""
+    def consider(c):  # keep the candidate whose shortest string is longest: the most selective
+        nonlocal best
+        if c and (best is None or min(map(len, c)) > min(map(len, best))): best = c
+    for op, av in items:
+        if op is _sre_c.LITERAL: run += chr(av); continue
+        consider({run} if run else None); run = ""
+        if op is _sre_c.SUBPATTERN: consider(_required(list(av[3])))
+        elif op is _sre_c.BRANCH:
+            parts = [_required(list(b)) for b in av[1]]
+            consider(None if any(p is None for p in parts) else set().union(*parts))
+        elif op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT) and av[0] >= 1: consider(_required(list(av[2])))
+    consider({run} if run else None)
+    return best
+
+def _keywords(pattern: str) -> tuple[str, ...] | None:
+    "Words one of which any text with a match of `pattern` contains (the shortest that imply the rest), or None."
+    try: r = _required(list(_sre_p.parse(pattern)))
+    except Exception: return None  # as in _first_chars: no pre-filter, same result
+    return None if r is None else tuple(sorted(w for w in r if not any(v != w and v in w for v in r)))
+
 def _word_regex(body: str) -> re.Pattern:
     "Compile `body` to match at word starts only, with a first-character look-ahead when one exists."
     fc = _first_chars(body)
@@ -293,6 +321,7 @@ def _compile_mentions(spec: dict[str, str]) -> re.Pattern | None:
     return _word_regex("|".join(groups)) if groups else None
 
 _MENTION_RES = {obs: r for obs, spec in MENTIONS.items() if (r := _compile_mentions(spec)) is not None}
+_MENTION_KEYS = [_keywords(rx.pattern) for rx in _MENTION_RES.values()]  # a sentence without one of them has no match
 _TRIGGER_RE = _word_regex("|".join(f"(?P<{k}>{v})" for k, v in TRIGGERS.items()))
 _CHF = re.compile(r"chf|(?:congestive )?heart failure")
 
@@ -332,6 +361,40 @@ _HEAD_ONLY = re.compile(r"\s*(?:process(?:es)?|abnormalit(?:y|ies)|disease)\s*")
 def _clause_bounds(t: str) -> list[int]:
     "Sorted offsets where a new clause starts in cleaned text `t`."
     return sorted(m.end() if m.lastgroup == "after" else m.start() for m in _BOUNDARY.finditer(t))
+
+# %% ../../nbs/30_evaluation.labeler.ipynb #73666282
+_SENTENCE_END = re.compile(r"\.(?!\d)")
+_OBSERVATIONS = list(_MENTION_RES)
+_by_observation = itemgetter(0)
+
+def _sentences(t: str) -> list[tuple[int, str]]:
+    "(offset, sentence) pieces of cleaned text `t`, each up to and including a full stop (not a decimal point)."
+    out, a, cur = [], 0, None
+    for p in t.split("."):
+        if cur is None: cur = p
+        elif p[:1].isdecimal(): cur += "." + p  # '1.5 cm': the sentence goes on (str.isdecimal is re's \d)
+        else: out.append((a, cur + ".")); a += len(cur) + 1; cur = p
+    out.append((a, cur))
+    return out
+
+@lru_cache(maxsize=1 << 15)
+def _sentence_mentions(s: str) -> tuple:
+    "(observation index, start, end, kind) of every mention in sentence `s`, observation by observation (cached)."
+    return tuple((k, m.start(), m.end(), m.lastgroup) for k, (rx, keys) in enumerate(zip(_MENTION_RES.values(), _MENTION_KEYS))
+                 if keys is None or any(w in s for w in keys) for m in rx.finditer(s) if m.lastgroup != "exclude")
+
+@lru_cache(maxsize=1 << 15)
+def _sentence_clauses(s: str) -> tuple[tuple, tuple]:
+    "(clause starts, (start, end, class) of each trigger) in sentence `s` (cached)."
+    return tuple(_clause_bounds(s)), tuple((m.start(), m.end(), m.lastgroup) for m in _TRIGGER_RE.finditer(s))
+
+def _clauses_and_triggers(sentences: list[tuple[int, str]]) -> tuple[list[int], list[tuple]]:
+    "Clause starts of a cleaned text given as its `_sentences`, and its triggers as (start, end, class, clause index)."
+    bounds, found = [], []
+    for a, sent in sentences:
+        b, tr = _sentence_clauses(sent)
+        bounds += [a + x for x in b]; found += [(a + s, a + e, c) for s, e, c in tr]
+    return bounds, [(s, e, c, bisect_right(bounds, s)) for s, e, c in found]
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #e676771e
 class _Doc:
@@ -477,11 +540,12 @@ _SCOPES = {  # trigger class -> (flag, [(direction, words allowed before the fir
 def extract_mentions(text: str) -> list[Mention]:
     "Every observation mention in `text`, in reading order, with its label (1/0/-1) and the rule that decided it."
     t = clean_text(text)
-    mentions = [Mention(obs, m.start(), m.end(), m.group(0), m.lastgroup)
-                for obs, rx in _MENTION_RES.items() for m in rx.finditer(t) if m.lastgroup != "exclude"]
-    return _scope_mentions(t, _elided(t, mentions), merge_adjacent=True)
+    sentences = _sentences(t)
+    hits = [(k, a + s, a + e, kind) for a, sent in sentences for k, s, e, kind in _sentence_mentions(sent)]
+    hits.sort(key=_by_observation)  # observation by observation, as one scan of `t` per observation finds them
+    mentions = [Mention(_OBSERVATIONS[k], s, e, t[s:e], kind) for k, s, e, kind in hits]
+    return _scope_mentions(t, _elided(t, mentions), merge_adjacent=True, sentences=sentences)
 
-_SENTENCE_END = re.compile(r"\.(?!\d)")
 _ELIDED = re.compile(r"[,;] (?:and |but |with )?(?:an? )?(?P<m>(?:small|trace|tiny|minimal|mild|moderate|large)(?: amount| one)? (?:on|at|in) the (?:left|right)\b)")
 
 def _elided(t: str, mentions: list[Mention]) -> list[Mention]:
@@ -506,7 +570,9 @@ def scoped_phrases(text: str, pattern: re.Pattern,
     return _scope_mentions(t, [Mention(name(m.group(0)), m.start(), m.end(), m.group(0), "definite") for m in pattern.finditer(t)],
                            merge_adjacent=observation_of is not None)
 
-def _scope_mentions(t: str, mentions: list[Mention], merge_adjacent: bool = False) -> list[Mention]:
+def _scope_mentions(t: str, mentions: list[Mention], merge_adjacent: bool = False,
+                    sentences: list | None = None,  # `_sentences(t)` when the caller has it
+                    ) -> list[Mention]:
     "Label `mentions` of cleaned text `t` in place (triggers, scopes, decisions); returned in reading order."
     if not mentions: return []
     mentions.sort(key=lambda x: (x.start, x.end))
@@ -516,14 +582,14 @@ def _scope_mentions(t: str, mentions: list[Mention], merge_adjacent: bool = Fals
                 and any(mentions[k].observation == mm.observation for k in units[-1][2]))
         if units and (mm.start < units[-1][1] or same): units[-1][1] = max(units[-1][1], mm.end); units[-1][2].append(j)
         else: units.append([mm.start, mm.end, [j]])
-    bounds = _clause_bounds(t)
-    trigs = [(m.start(), m.end(), m.lastgroup, bisect_right(bounds, m.start())) for m in _TRIGGER_RE.finditer(t)]
+    bounds, trigs = _clauses_and_triggers(sentences or _sentences(t))
     doc = _Doc(t, bounds, units, trigs, [all(mentions[j].observation == "Support Devices" for j in u[2]) for u in units],
                [all(mentions[j].kind == "neutral" for j in u[2]) for u in units])
     flags = [dict() for _ in units]  # unit -> {'preneg' | 'neg' | 'unc': trigger text}
+    scoped = set(doc.u_clause)  # a trigger reaches only mentions of its own clause
     for trig in trigs:
         cls = trig[2]
-        if cls == "pseudo": continue
+        if cls == "pseudo" or trig[3] not in scoped: continue
         if cls == "neg_fb":  # 'normal heart size' (forward, adjacent) else 'heart size normal' (back)
             flag, reach = "neg", doc.scope(trig, 1, 3) or doc.scope(trig, -1, 3)
         else:
@@ -573,16 +639,19 @@ def label_reports(texts) -> pd.DataFrame:
                                 "pass one column, e.g. label_reports(df['impression'])")
     index = texts.index if isinstance(texts, pd.Series) else None
     values = texts.tolist() if hasattr(texts, "tolist") else list(texts)
-    rows = []
+    rows, seen = [], {}  # each distinct text is labelled once
     for i, v in enumerate(values):
         if not isinstance(v, str):
             where = index[i] if index is not None else i
             raise LabelerInputError(
                 f"label_reports: the report at index {where!r} is {type(v).__name__} ({v!r:.40}), not a string; "
                 "replace missing reports with '' (texts.fillna('')) or drop them before labelling")
-        rows.append(label_report(v))
+        row = seen.get(v)
+        if row is None: row = seen[v] = list(label_report(v).values())  # in CHEXPERT_LABELS order
+        rows.append(row)
     if index is None: index = pd.RangeIndex(len(rows))
-    return pd.DataFrame(rows, columns=CHEXPERT_LABELS, index=index, dtype="float64")
+    return pd.DataFrame(np.array(rows, dtype="float64").reshape(len(rows), len(CHEXPERT_LABELS)),
+                        columns=CHEXPERT_LABELS, index=index)
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #4aa52a48
 def label_agreement(pred: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
