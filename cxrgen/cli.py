@@ -14,11 +14,12 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import CxrgenError, apply_overrides, load_config, resolve_path, run_dir
+from .config import CxrgenError, apply_overrides, load_config, resolve_path
 from .core import describe_io_error, get_logger, io_errno, project_root
+from .runs import resolve_run
 
 # %% auto #0
-__all__ = ['BUG_REPORTS', 'int_at_least', 'build_parser', 'main']
+__all__ = ['BUG_REPORTS', 'train_request', 'int_at_least', 'build_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #d66a003e
 def _add_config_args(p: argparse.ArgumentParser):
@@ -35,15 +36,6 @@ def _config(args, extra: dict | None = None, base=None):
         if v is not None: ov.append(f"{k}={json.dumps(v) if not isinstance(v, str) else v}")
     if args.config_file or base is None: return load_config(args.config_file or "default", ov)
     return apply_overrides(base, ov) if ov else base.copy()
-
-def _saved_config(path):
-    "The config saved with a run or checkpoint folder, or None (no folder, no config)."
-    from cxrgen.checkpoints import checkpoint_run_config, find_checkpoint
-    p = resolve_path(path)
-    if not p.exists(): return None
-    try: ck = find_checkpoint(p, prefer="last")
-    except CxrgenError: ck = p / "checkpoints" / "last"  # a run folder without checkpoints: its config.json
-    return checkpoint_run_config(ck)
 
 # %% ../nbs/50_cli.ipynb #b2519372
 def _cmd_synth(args):
@@ -82,19 +74,14 @@ def _cmd_preprocess(args):
         print(f"image cache: {len(ok)} images at {args.cache_size} px under {cache_root}"
               + (f"; {len(bad)} unreadable, listed in bad_images.csv" if len(bad) else ""))
 
+def train_request(args) -> dict:
+    "The `resolve_run` request of `cxrgen train`'s flags (without --config_file, stage 2 and --resume go on from the saved run's config)."
+    return dict(config=args.config_file, overrides=list(args.overrides or []), stage=args.stage, init_from=args.checkpoint,
+                resume=args.resume, csv_file=args.csv_file, run_name=args.run_name, output_dir=args.output_dir)
+
 def _cmd_train(args):
-    extra = {"train.stage": args.stage, "run_name": args.run_name, "output_dir": args.output_dir}
-    cfg, base = _config(args, extra), None
-    if not args.config_file:  # --resume continues the run with its own config; stage 2 starts from stage 1's
-        if args.resume: base = _saved_config(run_dir(cfg))
-        elif args.checkpoint and cfg.train.stage == 2:
-            base = _saved_config(args.checkpoint)
-            if base is not None and args.run_name is None: extra["run_name"] = f"{base.run_name}-stage2"
-        if base is not None: cfg = _config(args, extra, base)
-    if cfg.train.stage == 2 and not (args.checkpoint or args.resume):
-        raise CxrgenError("stage 2 fine-tunes a stage-1 model: pass --checkpoint outputs/<stage-1 run> (or --resume)")
-    from cxrgen.training.trainer import train_stage
-    train_stage(cfg, init_from=args.checkpoint, resume=args.resume, overwrite=args.overwrite)
+    from cxrgen.training import stage  # heavy (torch): imported when the command runs, so `cxrgen --help` answers at once
+    stage.train_stage(resolve_run(**train_request(args)), overwrite=args.overwrite)
 
 def _cmd_eval(args):
     from cxrgen.evaluation.evaluate import checkpoint_config, evaluate_checkpoint

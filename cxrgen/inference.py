@@ -27,8 +27,8 @@ __all__ = ['IMAGE_EXTENSIONS', 'MANIFEST_NAME', 'PROGRESS_NAME', 'REPORTS_CSV', 
            'UnsafeOutputPath', 'safe_component', 'check_inside', 'safe_output_path', 'plan_outputs',
            'checkpoint_fingerprint', 'job_identity', 'read_progress', 'append_progress', 'remove_job_outputs',
            'prepare_output_dir', 'write_manifest', 'write_result_csvs', 'find_checkpoint_dir', 'resolve_decoding',
-           'ReportGeneratorPipeline', 'study_views', 'find_studies', 'load_generator', 'make_demo_checkpoint',
-           'label_texts', 'infer_single', 'infer_batch']
+           'ReportGeneratorPipeline', 'study_views', 'find_studies', 'load_generator', 'label_texts', 'infer_single',
+           'infer_batch']
 
 # %% ../nbs/40_inference.ipynb #bac6f3ca
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".dcm")
@@ -458,36 +458,6 @@ def load_generator(checkpoint_dir: str | Path, # checkpoint folder, or a run fol
         raise CxrgenError(f"{ckpt}: run_config.json says data.image_size={cfg.data.image_size} but the model was built for "
                           f"{model.image_size}; keep run_config.json and the model files from the same training run")
     return ReportGeneratorPipeline(model, cfg, ckpt, device)
-
-# %% ../nbs/40_inference.ipynb #0f298b8f
-_DEMO_TEXTS = [
-    "the lungs are clear. there is no pleural effusion or pneumothorax. the cardiomediastinal silhouette is normal.",
-    "moderate cardiomegaly. small bilateral pleural effusions with bibasilar atelectasis.",
-    "right lower lobe consolidation concerning for pneumonia. no pneumothorax.",
-    "mild pulmonary edema. enlarged cardiac silhouette. endotracheal tube and nasogastric tube in place.",
-    "left apical pneumothorax. no focal consolidation. healed rib fracture.",
-]
-
-def make_demo_checkpoint(out_dir: str | Path, # folder to write (created)
-                         overrides: dict | Sequence[str] | None = None, # config overrides, e.g. {"data.image_size": 64}
-                         seed: int = 0,
-                        ) -> Path:
-    "Save an untrained demo-preset model (tokenizer, weights, run_config.json) as a checkpoint folder; returns it."
-    from cxrgen.config import apply_overrides, get_preset, save_config
-    from cxrgen.core import seed_everything
-    from cxrgen.data.reports import train_tokenizer
-    from cxrgen.models.report_generator import ReportGenerator
-    cfg = get_preset("demo")
-    if overrides: cfg = apply_overrides(cfg, overrides)
-    seed_everything(seed)
-    tok = train_tokenizer(_DEMO_TEXTS * 4, vocab_size=300, min_frequency=1)
-    d = cfg.data
-    model = ReportGenerator.from_config(cfg.model, tok, max_views=d.max_views if d.study_level else 1,
-                                        max_length=d.max_length, image_size=d.image_size)
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    save_config(cfg, out / "run_config.json")
-    return out
 
 # %% ../nbs/40_inference.ipynb #179e769b
 def label_texts(texts: Sequence[str]) -> list[dict]:

@@ -28,7 +28,7 @@ from .metrics import (binarize_labels, compute_metrics, label_metrics, label_slu
 __all__ = ['log', 'SYSTEM_NAMES', 'CONVENTIONS', 'split_prefix', 'report_sentences', 'report_stats', 'score_reports',
            'most_frequent_report', 'nearest_neighbour_reports', 'generate_split', 'encode_split', 'plot_per_label_f1',
            'plot_lengths', 'pick_examples', 'plot_examples', 'plot_label_confusion', 'checkpoint_config',
-           'evaluate_checkpoint', 'smoke_checkpoint', 'format_results', 'prompt_following']
+           'evaluate_checkpoint', 'format_results', 'prompt_following']
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #8dc7b424
 log = get_logger("cxrgen.evaluation.evaluate")
@@ -416,55 +416,6 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
     atomic_write_json(files["metrics"], result)
     log.info(f"wrote {', '.join(p.name for p in files.values())} to {out}")
     return result
-
-# %% ../../nbs/32_evaluation.evaluate.ipynb #8fd003ca
-_PHRASES = ["the heart size is normal.", "the lungs are clear.", "there is a small left pleural effusion.",
-            "no pneumothorax is seen.", "mild pulmonary edema.", "moderate cardiomegaly.",
-            "right lower lobe consolidation concerning for pneumonia.", "endotracheal tube tip 4 cm above the carina.",
-            "no focal consolidation.", "bibasilar atelectasis.", "no pleural effusion or pneumothorax."]
-
-def smoke_checkpoint(folder: str | Path, n_studies: int = 30, image_size: int = 64, study_level: bool = False,
-                     seed: int = 0) -> tuple[Path, RunConfig]:
-    "Write a tiny MIMIC-layout dataset and an untrained tiny model checkpoint under `folder`; return (checkpoint, config)."
-    from PIL import Image
-    from cxrgen.config import get_preset
-    from cxrgen.data.reports import train_tokenizer
-    from cxrgen.models.report_generator import ReportGenerator
-    folder = Path(folder)
-    rng = np.random.default_rng(seed)
-    data = folder / "data"
-    rows = []
-    for i in range(n_studies):
-        sid, subj = 50000000 + i, 10000000 + i
-        text = " ".join(rng.choice(_PHRASES, size=rng.integers(2, 4), replace=False))
-        split = "train" if i < n_studies * 0.6 else ("validate" if i < n_studies * 0.75 else "test")
-        for v, view in enumerate(("PA", "LATERAL")[: 1 + (i % 2)]):
-            did = f"{i:08x}-{v:08x}"
-            rel = f"images/p{str(subj)[:2]}/p{subj}/s{sid}/{did}.jpg"
-            (data / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (image_size + 8, image_size), dtype=np.uint8)).save(data / rel)
-            rows.append({"subject_id": subj, "study_id": sid, "dicom_id": did, "image_path": rel, "view_position": view,
-                         "split": split, "findings": text, "impression": ""})
-    df = pd.DataFrame(rows)
-    for lab in CHEXPERT_LABELS: df[lab] = np.nan
-    df.to_csv(data / "mimic-cxr-list-filtered.csv", index=False)
-    cfg = get_preset("demo")
-    cfg.data.mimic_dir, cfg.data.cache_dir = str(data), str(folder / "cache")
-    cfg.data.image_size, cfg.data.cache_size, cfg.data.max_length, cfg.data.vocab_size = image_size, image_size, 48, 300
-    cfg.data.num_workers, cfg.data.tokenizer = 0, str(folder / "tokenizer")
-    cfg.model.decoder_config = {"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 128}
-    cfg.train.batch_size, cfg.generation.max_new_tokens, cfg.generation.num_beams = 8, 16, 1
-    cfg.run_name, cfg.output_dir, cfg.data.study_level = "smoke", str(folder / "outputs"), study_level
-    cfg = validate_config(cfg)
-    tok = train_tokenizer(df[df.split == "train"].findings.tolist(), vocab_size=300, out_dir=folder / "tokenizer")
-    seed_everything(seed)
-    model = ReportGenerator.from_config(cfg.model, tok, max_views=cfg.data.max_views if study_level else 1,
-                                        max_length=cfg.data.max_length, image_size=image_size)
-    ckpt = folder / "outputs" / "smoke" / "checkpoints" / "best"
-    model.save_pretrained(ckpt)
-    atomic_write_json(ckpt / "run_config.json", cfg.to_dict())
-    atomic_write_json(ckpt.parent.parent / "config.json", cfg.to_dict())
-    return ckpt, cfg
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #3f74d6fa
 _HEADLINE = [("CheXpert F1 micro14 u+", "chexpert_f1_micro14_upos"), ("F1 micro5 u+", "chexpert_f1_micro5_upos"),
