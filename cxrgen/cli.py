@@ -12,10 +12,13 @@ import os
 import sys
 import time
 import traceback
-from pathlib import Path
 
 from .config import CxrgenError, apply_overrides, load_config, resolve_path
-from .core import describe_io_error, get_logger, io_errno, project_root
+from .core import CHEXPERT_LABELS, describe_io_error, get_logger, io_errno
+from .data.images import build_image_cache
+from .data.mimic import preprocess
+from .data.synthetic import generate_dataset
+from .evaluation.labeler import official_agreement
 from .runs import resolve_run
 
 # %% auto #0
@@ -39,7 +42,6 @@ def _config(args, extra: dict | None = None, base=None):
 
 # %% ../nbs/50_cli.ipynb #b2519372
 def _cmd_synth(args):
-    from cxrgen.data.synthetic import generate_dataset
     t = time.time()
     out = generate_dataset(resolve_path(args.out), n_studies=args.n_studies, seed=args.seed, image_size=args.image_size,
                            num_workers=args.num_workers, overwrite=args.overwrite)
@@ -47,8 +49,6 @@ def _cmd_synth(args):
 
 def _labeler_check(df, n: int = 2000) -> str:
     "One line: cxrgen's labeler against the official CheXpert labels of up to `n` sampled studies of a filtered CSV."
-    from cxrgen.core import CHEXPERT_LABELS
-    from cxrgen.evaluation.labeler import official_agreement
     if not df[CHEXPERT_LABELS].notna().any(axis=None):
         return "labeler check skipped: no official CheXpert labels (mimic-cxr-2.0.0-chexpert.csv.gz) in this download"
     studies = df.drop_duplicates("study_id")
@@ -59,7 +59,6 @@ def _labeler_check(df, n: int = 2000) -> str:
             "nbs/80_explore_data.ipynb or cxrgen.evaluation.labeler.official_agreement")
 
 def _cmd_preprocess(args):
-    from cxrgen.data.mimic import preprocess
     mimic_dir = resolve_path(args.mimic_dir)
     kw = dict(out_csv=resolve_path(args.out) if args.out else None, section=args.section, minimal=args.minimal)
     if args.views is not None:  # "all" keeps every view; an empty item ("PA,AP,") keeps blank ViewPosition
@@ -67,8 +66,7 @@ def _cmd_preprocess(args):
     df = preprocess(mimic_dir, **kw)
     print(_labeler_check(df))
     if args.cache_size:
-        from cxrgen.data.dataloader import image_cache_dir
-        from cxrgen.data.images import build_image_cache
+        from cxrgen.data.dataloader import image_cache_dir  # heavy (torch): only when the cache is built
         cache_root = image_cache_dir(resolve_path(args.cache_dir), mimic_dir)
         ok, bad = build_image_cache(df["image_path"].tolist(), mimic_dir, cache_root, args.cache_size, num_workers=args.num_workers, retry_bad=args.retry_bad)
         print(f"image cache: {len(ok)} images at {args.cache_size} px under {cache_root}"
@@ -84,11 +82,10 @@ def _cmd_train(args):
     stage.train_stage(resolve_run(**train_request(args)), overwrite=args.overwrite)
 
 def _cmd_eval(args):
-    from cxrgen.evaluation.evaluate import checkpoint_config, evaluate_checkpoint
+    from cxrgen.evaluation.evaluate import checkpoint_config, evaluate_checkpoint, format_results  # heavy (torch)
     cfg = None  # the checkpoint's own config; --config_file replaces it, --csv_file and --set edit it
     if args.config_file: cfg = _config(args)
     elif args.csv_file or args.overrides: cfg = _config(args, base=checkpoint_config(args.checkpoint))
-    from cxrgen.evaluation.evaluate import format_results
     result = evaluate_checkpoint(args.checkpoint, cfg=cfg, split=args.split,
                                  output_dir=resolve_path(args.output_dir) if args.output_dir else None,
                                  max_samples=args.max_samples, bootstrap=not args.no_bootstrap, num_beams=args.num_beams,
@@ -101,7 +98,7 @@ def _decoding(args) -> dict:
     return {k: getattr(args, k) for k in ("num_beams", "max_new_tokens", "no_repeat_ngram_size") if getattr(args, k) is not None}
 
 def _cmd_infer(args):
-    from cxrgen import inference
+    from cxrgen import inference  # heavy (torch)
     if args.infer_mode == "single":
         inference.infer_single(args.image, args.checkpoint, as_json=args.json, **_decoding(args))
     else:
@@ -109,7 +106,7 @@ def _cmd_infer(args):
                               overwrite=args.overwrite, **_decoding(args))
 
 def _cmd_demo(args):
-    from cxrgen.pipeline import run_demo
+    from cxrgen.demo import run_demo  # heavy (torch, papermill): imported when the command runs
     run_demo(out_dir=args.out, n_studies=args.n_studies, seed=args.seed, notebooks=not args.no_notebooks)
 
 # %% ../nbs/50_cli.ipynb #df63179a

@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 
 from ..core import CHEXPERT5, CHEXPERT_LABELS, CxrgenError, get_logger
+from .labeler import clean_text, label_reports, scoped_phrases
 
 # %% auto #0
 __all__ = ['log', 'OFFLINE_BERTSCORE_NAME', 'CLINICAL_TERMS', 'HF_METRICS', 'check_texts', 'tokenize_report', 'lcs_length',
            'nlg_stats', 'meteor_jar', 'meteor_available', 'require_meteor', 'meteor_scores', 'nlg_metrics',
            'offline_bertscore_model', 'resolve_bertscore_model', 'bertscore_per_study', 'bertscore', 'clinical_terms',
            'clinical_terms_stats', 'clinical_terms_f1', 'label_slug', 'check_labels', 'binarize_labels',
-           'chexpert_stats', 'label_texts', 'chexpert_metrics', 'bootstrap_ci', 'compute_metrics', 'label_metrics',
-           'metric_path']
+           'chexpert_stats', 'label_texts', 'bootstrap_ci', 'compute_metrics', 'label_metrics', 'metric_path']
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #27f816df
 log = get_logger("cxrgen.evaluation.metrics")
@@ -402,7 +402,6 @@ _observation_of = lambda syn: "Support Devices" if _TERM_OF[syn][1] == "device" 
 # %% ../../nbs/31_evaluation.metrics.ipynb #b8e591dd
 def clinical_terms(text: str) -> set[str]:
     "The canonical lexicon terms of one report; negated findings/devices as `no_<term>` (the labeler's negation scopes)."
-    from cxrgen.evaluation.labeler import clean_text, scoped_phrases
     t = clean_text(text)
     out = {_TERM_OF[m.group(0)][0] for m in _ANATOMY_RE.finditer(t)}
     for m in scoped_phrases(text, _SCOPED_RE, _observation_of):
@@ -512,26 +511,11 @@ def _chexpert_reduce(sums: dict, n: int) -> dict:
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #4fdf9c9a
 def label_texts(texts: Sequence[str]) -> pd.DataFrame:
-    "CheXpert labels of report texts through cxrgen's rule labeler (`cxrgen.evaluation.labeler.label_reports`)."
-    try: from cxrgen.evaluation.labeler import label_reports
-    except ImportError as e:
-        raise CxrgenError(f"the CheXpert labeler cxrgen.evaluation.labeler is not available ({e}); "
-                          "pass label DataFrames instead of texts") from None
-    return label_reports(list(texts))
-
-def _as_labels(predictions, references) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if isinstance(predictions, pd.DataFrame) and isinstance(references, pd.DataFrame): return predictions, references
-    if isinstance(predictions, pd.DataFrame) or isinstance(references, pd.DataFrame):
-        raise CxrgenError("chexpert_metrics: pass two label DataFrames or two lists of report texts, not one of each")
-    predictions, references = check_texts(predictions, references)
-    return label_texts(predictions), label_texts(references)
-
-def chexpert_metrics(predictions, references) -> dict:
-    "CheXpert accuracy and P/R/F1 (micro, macro, example) over 14 and 5 labels, uncertain as positive and negative, plus per-label F1."
-    pl, rl = _as_labels(predictions, references)
-    st = chexpert_stats(pl, rl)
-    n = len(st["chexpert_example_upos"])
-    return {k: float(v) for k, v in _chexpert_reduce({k: v.sum(0) for k, v in st.items()}, n).items()}
+    "CheXpert labels of report texts through cxrgen's rule labeler, each distinct text labelled once (references repeat per image, a constant report n times); rows aligned with `texts`."
+    texts = list(texts)
+    uniq = list(dict.fromkeys(texts))
+    pos = {t: i for i, t in enumerate(uniq)}
+    return label_reports(uniq).iloc[[pos[t] for t in texts]].reset_index(drop=True)
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #88963d19
 def _boot_weights(n: int, n_boot: int, seed: int) -> np.ndarray:

@@ -67,8 +67,7 @@ def configure_trainable(model: nn.Module, stage: int = 1, freeze_decoder: bool =
         else:
             for p in enc.parameters(): p.requires_grad_(False)
     elif enc is not None and hasattr(enc, "unfreeze"): enc.unfreeze()
-    if freeze_decoder:
-        if stage != 1: raise CxrgenError("train.freeze_decoder=True is only valid with train.stage=1")
+    if freeze_decoder:  # stage 1 only: validate_config refuses it with train.stage=2
         for p in model.decoder.parameters(): p.requires_grad_(False)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
@@ -432,13 +431,91 @@ def _validate_and_save(self: Trainer) -> str | None:
     return stop
 
 @patch
+def _epoch_batches(self: Trainer, epoch: int):
+    "An iterator over `epoch`'s batches, from where the run stopped in it (a resumed run skips what it consumed)."
+    start = self.state["batch_in_epoch"]
+    _set_epoch(self.train_dl, epoch)
+    dl = skip_first_batches(self.train_dl, start) if start else self.train_dl
+    if start: _set_epoch(dl, epoch)
+    return iter(dl)
+
+@patch
+def _skipped_step(self: Trainer, micro: list[dict], epoch: int, b0: int, pbar, consecutive_bad: int) -> int:
+    "A step with a non-finite loss: stop naming it (`nan_policy='stop'`), or skip it; returns the count of such steps in a row."
+    acc, t, st = self.acc, self.cfg.train, self.state
+    gs = st["global_step"]
+    ids = gather_object([str(s) for b in micro for s in b.get("study_id", [])])
+    where = (f"optimizer step {gs} (epoch {epoch}, batches {b0}-{b0 + len(micro) - 1} of the epoch on each of "
+             f"{acc.num_processes} process(es))")
+    if t.nan_policy == "stop":
+        pbar.close()
+        self.logger.log({"type": "fault", "step": gs, "fault": "non-finite loss", "study_ids": ids})
+        raise CxrgenError(
+            f"non-finite loss (NaN/inf) at {where}; study ids in the step: {ids}. Last good checkpoint: "
+            f"{self.last_ckpt or 'none yet'}. Fix: lower train.lr (now {t.lr}), keep train.max_grad_norm > 0, "
+            f"use train.precision='bf16' or 'no' instead of fp16, check those studies' images and reports; "
+            "then resume=True, or set train.nan_policy='skip' to skip such steps")
+    st["skipped_steps"] += 1; consecutive_bad += 1
+    self.log.warning(f"skipped {where}: non-finite loss; study ids {ids}")
+    self.logger.log({"type": "fault", "step": gs, "fault": "non-finite loss (skipped)", "study_ids": ids})
+    self.sched.step()
+    if consecutive_bad >= 10:
+        raise CxrgenError(f"{consecutive_bad} consecutive optimizer steps had a non-finite loss (last: {where}): "
+                          f"the run has diverged. Lower train.lr (now {t.lr}) and resume from {self.last_ckpt or 'scratch'}")
+    return consecutive_bad
+
+@patch
+def _count_step(self: Trainer, micro: list[dict], r: dict, win: dict) -> None:
+    "Add a finished step's samples, tokens, loss and grad norm to the run's totals and the logging window."
+    n_samples = sum(len(b["input_ids"]) for b in micro) * self.acc.num_processes
+    self.state["samples_seen"] += n_samples; self.state["tokens_seen"] += r["tokens"]
+    win["loss"] += r["loss"] * r["tokens"]; win["tokens"] += r["tokens"]; win["samples"] += n_samples
+    win["gn"] += r["grad_norm"]; win["n"] += 1
+
+@patch
+def _log_window(self: Trainer, epoch: int, lrs: dict, win: dict, pbar) -> float | None:
+    "Log one train record for the steps since the last (token-weighted loss, lr, grad norm, speed); returns its loss, None without tokens."
+    st = self.state
+    rec = {"type": "train", "step": st["global_step"], "epoch": epoch + st["batch_in_epoch"] / len(self.train_dl),
+           "loss": win["loss"] / max(win["tokens"], 1) if win["tokens"] else float("nan"),
+           "lr": lrs.get("head", next(iter(lrs.values())))}
+    if "encoder" in lrs: rec["encoder_lr"] = lrs["encoder"]
+    rec.update({"grad_norm": win["gn"] / max(win["n"], 1), "samples_per_s": win["samples"] / max(win["seconds"], 1e-9),
+                "tokens_per_s": win["tokens"] / max(win["seconds"], 1e-9), "elapsed_s": st["train_seconds"]})
+    self.logger.log(rec)
+    pbar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}")
+    return rec["loss"] if win["tokens"] else None  # the summary reports the last logged (window-averaged) loss
+
+@patch
+def _checkpoint_step(self: Trainer, epoch_end: bool) -> tuple[str | None, bool]:
+    "Validate and save, or only save, when this step is due (`eval_every`, `save_every`, epoch ends); returns (stop reason, whether it did)."
+    t, gs = self.cfg.train, self.state["global_step"]
+    if self.val_dl is not None and ((t.eval_every and gs % t.eval_every == 0) or (not t.eval_every and epoch_end)):
+        return self._validate_and_save(), True
+    if (t.save_every and gs % t.save_every == 0) or (self.val_dl is None and epoch_end):
+        self.save_checkpoint("last"); return None, True
+    return None, False
+
+@patch
+def _finish_fit(self: Trainer, stop: str | None, last_loss: float | None) -> dict:
+    "Validate and save the final model when its step was not (whatever eval_every / save_every were), close the logs; the summary."
+    st = self.state
+    if st["global_step"] and st.get("stop_reason") is None:
+        if self.val_dl is not None and st.get("last_eval_step") != st["global_step"]: self._validate_and_save()
+        elif self._last_saved_step != st["global_step"]: self.save_checkpoint("last")
+    st["stop_reason"] = st.get("stop_reason") or stop
+    self.logger.close()
+    self.final_train_loss = last_loss
+    return self.summary()
+
+@patch
 def fit(self: Trainer) -> dict:
     "Train until max_steps / max_epochs / early stopping, validating and checkpointing on the way; returns the summary."
-    acc, t, st = self.acc, self.cfg.train, self.state
+    t, st = self.cfg.train, self.state
     st.setdefault("stop_reason", None)
     self.model.train()
     pbar = tqdm(total=self.total_steps, initial=min(st["global_step"], self.total_steps), desc=f"stage {t.stage}",
-                unit="step", disable=not acc.is_main_process, dynamic_ncols=True, mininterval=1.0)
+                unit="step", disable=not self.acc.is_main_process, dynamic_ncols=True, mininterval=1.0)
     win = {"loss": 0.0, "tokens": 0, "samples": 0, "seconds": 0.0, "gn": 0.0, "n": 0}
     last_loss, consecutive_bad = None, 0
     stop = st.get("stop_reason") or ("max_steps" if st["global_step"] >= self.total_steps else None)
@@ -447,13 +524,9 @@ def fit(self: Trainer) -> dict:
     while stop is None:
         epoch = st["epoch"]
         if t.max_steps is None and epoch >= t.max_epochs: stop = "max_epochs"; break
-        start = st["batch_in_epoch"]
-        if start >= len(self.train_dl):
+        if st["batch_in_epoch"] >= len(self.train_dl):
             st["epoch"], st["batch_in_epoch"] = epoch + 1, 0; continue
-        _set_epoch(self.train_dl, epoch)
-        dl = skip_first_batches(self.train_dl, start) if start else self.train_dl
-        if start: _set_epoch(dl, epoch)
-        it = iter(dl)
+        it = self._epoch_batches(epoch)
         while True:
             micro = list(itertools.islice(it, t.grad_accum))
             if not micro: break
@@ -463,65 +536,25 @@ def fit(self: Trainer) -> dict:
             r = self.train_step(micro)
             st["batch_in_epoch"] += len(micro); st["global_step"] += 1
             gs = st["global_step"]
-            if r["skipped"]:
-                ids = gather_object([str(s) for b in micro for s in b.get("study_id", [])])
-                where = (f"optimizer step {gs} (epoch {epoch}, batches {b0}-{b0 + len(micro) - 1} of the epoch on each of "
-                         f"{acc.num_processes} process(es))")
-                if t.nan_policy == "stop":
-                    pbar.close()
-                    self.logger.log({"type": "fault", "step": gs, "fault": "non-finite loss", "study_ids": ids})
-                    raise CxrgenError(
-                        f"non-finite loss (NaN/inf) at {where}; study ids in the step: {ids}. Last good checkpoint: "
-                        f"{self.last_ckpt or 'none yet'}. Fix: lower train.lr (now {t.lr}), keep train.max_grad_norm > 0, "
-                        f"use train.precision='bf16' or 'no' instead of fp16, check those studies' images and reports; "
-                        "then resume=True, or set train.nan_policy='skip' to skip such steps")
-                st["skipped_steps"] += 1; consecutive_bad += 1
-                self.log.warning(f"skipped {where}: non-finite loss; study ids {ids}")
-                self.logger.log({"type": "fault", "step": gs, "fault": "non-finite loss (skipped)", "study_ids": ids})
-                self.sched.step()
-                if consecutive_bad >= 10:
-                    raise CxrgenError(f"{consecutive_bad} consecutive optimizer steps had a non-finite loss (last: {where}): "
-                                      f"the run has diverged. Lower train.lr (now {t.lr}) and resume from {self.last_ckpt or 'scratch'}")
-            else:
-                consecutive_bad = 0
-                n_samples = sum(len(b["input_ids"]) for b in micro) * acc.num_processes
-                st["samples_seen"] += n_samples; st["tokens_seen"] += r["tokens"]
-                win["loss"] += r["loss"] * r["tokens"]; win["tokens"] += r["tokens"]; win["samples"] += n_samples
-                win["gn"] += r["grad_norm"]; win["n"] += 1
+            if r["skipped"]: consecutive_bad = self._skipped_step(micro, epoch, b0, pbar, consecutive_bad)
+            else: consecutive_bad = 0; self._count_step(micro, r, win)
             now = time.perf_counter(); dt = now - mark; mark = now
             st["train_seconds"] += dt; win["seconds"] += dt
             pbar.update(1)
             if gs % t.log_every == 0 or gs == self.total_steps:
-                lrs = r["lrs"]
-                rec = {"type": "train", "step": gs, "epoch": epoch + st["batch_in_epoch"] / len(self.train_dl),
-                       "loss": win["loss"] / max(win["tokens"], 1) if win["tokens"] else float("nan"),
-                       "lr": lrs.get("head", next(iter(lrs.values())))}
-                if "encoder" in lrs: rec["encoder_lr"] = lrs["encoder"]
-                rec.update({"grad_norm": win["gn"] / max(win["n"], 1), "samples_per_s": win["samples"] / max(win["seconds"], 1e-9),
-                            "tokens_per_s": win["tokens"] / max(win["seconds"], 1e-9), "elapsed_s": st["train_seconds"]})
-                self.logger.log(rec)
-                if win["tokens"]: last_loss = rec["loss"]  # the summary reports the last logged (window-averaged) loss
-                pbar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}")
+                loss = self._log_window(epoch, r["lrs"], win, pbar)
+                if loss is not None: last_loss = loss
                 win = {k: 0 for k in win}
             if st["batch_in_epoch"] >= len(self.train_dl):  # the epoch is done: the checkpoint points at the next one
                 st["epoch"], st["batch_in_epoch"] = epoch + 1, 0
             epoch_end = st["batch_in_epoch"] == 0
-            if self.val_dl is not None and ((t.eval_every and gs % t.eval_every == 0) or (not t.eval_every and epoch_end)):
-                stop = self._validate_and_save(); mark = time.perf_counter()
-            elif (t.save_every and gs % t.save_every == 0) or (self.val_dl is None and epoch_end):
-                self.save_checkpoint("last"); mark = time.perf_counter()
+            stop, saved = self._checkpoint_step(epoch_end)
+            if saved: mark = time.perf_counter()
             if stop is None and gs >= self.total_steps: stop = "max_steps"
             if stop is None and t.max_steps is None and st["epoch"] >= t.max_epochs: stop = "max_epochs"
             if stop is not None or epoch_end: break
     pbar.close()
-    if st["global_step"] and st.get("stop_reason") is None:
-        # the final model is always validated and saved, whatever eval_every / save_every were
-        if self.val_dl is not None and st.get("last_eval_step") != st["global_step"]: self._validate_and_save()
-        elif self._last_saved_step != st["global_step"]: self.save_checkpoint("last")
-    st["stop_reason"] = st.get("stop_reason") or stop
-    self.logger.close()
-    self.final_train_loss = last_loss
-    return self.summary()
+    return self._finish_fit(stop, last_loss)
 
 # %% ../../nbs/21_training.trainer.ipynb #d8ad1777
 @patch
