@@ -25,7 +25,8 @@ __all__ = ['log', 'OFFLINE_BERTSCORE_NAME', 'CLINICAL_TERMS', 'HF_METRICS', 'che
            'nlg_stats', 'meteor_jar', 'meteor_available', 'require_meteor', 'meteor_scores', 'nlg_metrics',
            'offline_bertscore_model', 'resolve_bertscore_model', 'bertscore_per_study', 'bertscore', 'clinical_terms',
            'clinical_terms_stats', 'clinical_terms_f1', 'label_slug', 'check_labels', 'binarize_labels',
-           'chexpert_stats', 'label_texts', 'bootstrap_ci', 'compute_metrics', 'label_metrics', 'metric_path']
+           'chexpert_stats', 'label_texts', 'chexpert_metrics', 'bootstrap_ci', 'compute_metrics', 'label_metrics',
+           'metric_path']
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #27f816df
 log = get_logger("cxrgen.evaluation.metrics")
@@ -516,6 +517,20 @@ def label_texts(texts: Sequence[str]) -> pd.DataFrame:
     uniq = list(dict.fromkeys(texts))
     pos = {t: i for i, t in enumerate(uniq)}
     return label_reports(uniq).iloc[[pos[t] for t in texts]].reset_index(drop=True)
+
+def _as_labels(predictions, references) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if isinstance(predictions, pd.DataFrame) and isinstance(references, pd.DataFrame): return predictions, references
+    if isinstance(predictions, pd.DataFrame) or isinstance(references, pd.DataFrame):
+        raise CxrgenError("chexpert_metrics: pass two label DataFrames or two lists of report texts, not one of each")
+    predictions, references = check_texts(predictions, references)
+    return label_texts(predictions), label_texts(references)
+
+def chexpert_metrics(predictions, references) -> dict:
+    "CheXpert accuracy and P/R/F1 (micro, macro, example) over 14 and 5 labels, uncertain as positive and negative, plus per-label F1."
+    pl, rl = _as_labels(predictions, references)
+    st = chexpert_stats(pl, rl)
+    n = len(st["chexpert_example_upos"])
+    return {k: float(v) for k, v in _chexpert_reduce({k: v.sum(0) for k, v in st.items()}, n).items()}
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #88963d19
 def _boot_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
