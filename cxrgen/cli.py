@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from .config import CxrgenError, apply_overrides, load_config, resolve_path
 from .core import CHEXPERT_LABELS, describe_io_error, get_logger, io_errno
