@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 
-.PHONY: install demo test check-sync guard nbtest pytest export clean-nbs bench lab readme-figures
+.PHONY: install demo test check-sync guard nbtest pytest export clean-nbs bench lab readme-figures structure
 
 $(BIN)/.installed: settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ readme-figures:
 	mkdir -p nbs/images
 	cp outputs/demo/eval/examples_test.png nbs/images/demo_examples_test.png
 	cp outputs/demo/eval/per_label_f1_test.png nbs/images/demo_per_label_f1_test.png
+
+# The package's shape: which part imports which (and cycles), in-function imports, long functions and modules.
+structure:
+	@$(PYTHON) .ci/structure.py
 
 bench: install
 	for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

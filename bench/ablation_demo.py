@@ -44,8 +44,8 @@ def run_one(out: Path, variant: str, seed: int) -> dict:
     from cxrgen.data.mimic import preprocess
     from cxrgen.data.synthetic import generate_dataset
     from cxrgen.evaluation.evaluate import evaluate_checkpoint
-    from cxrgen.pipeline import DEMO_EPOCHS, DEMO_STUDIES, demo_config
-    from cxrgen.training.trainer import train_stage
+    from cxrgen.demo import DEMO_EPOCHS, DEMO_STUDIES, demo_config
+    from cxrgen.training.stage import train_stage
     done = out / "ablation_run.json"
     if done.is_file(): return json.loads(done.read_text())
     data_dir = data_cache_dir() / f"synthetic-demo-{DEMO_STUDIES}-seed0"  # the demo's own data

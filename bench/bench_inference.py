@@ -64,7 +64,8 @@ def main(argv=None) -> dict:
 
     import torch
     torch.set_num_threads(args.threads)
-    from cxrgen.inference import infer_batch, load_generator, make_demo_checkpoint
+    from cxrgen.inference import infer_batch, load_generator
+    from cxrgen.testing import make_demo_checkpoint
 
     dec = dict(max_new_tokens=args.tokens, min_new_tokens=args.tokens, num_beams=args.num_beams, no_repeat_ngram_size=0)
     with tempfile.TemporaryDirectory() as d:

@@ -179,7 +179,7 @@ def resume_checkpoint(run: str | Path) -> Path | None:
 # %% ../nbs/15_checkpoints.ipynb #832f2e5f
 def load_model(ckpt: str | Path, map_location="cpu", tokenizer=None):
     "`ReportGenerator.from_pretrained(ckpt)` after `check_checkpoint`; any failure becomes a `CheckpointError` naming the folder."
-    from cxrgen.models.report_generator import ReportGenerator
+    from cxrgen.models.report_generator import ReportGenerator  # heavy (torch, timm, transformers): only when a model is loaded
     ckpt = check_checkpoint(ckpt)
     try: return ReportGenerator.from_pretrained(ckpt, tokenizer=tokenizer, map_location=map_location)
     except CxrgenError as e:

@@ -14,11 +14,16 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import SPLITS, STAGES, TARGET_SECTIONS, CxrgenError, apply_overrides, load_config, resolve_path, run_dir
-from .core import describe_io_error, get_logger, io_errno, project_root
+from .config import SPLITS, STAGES, TARGET_SECTIONS, CxrgenError, apply_overrides, load_config, resolve_path
+from .core import CHEXPERT_LABELS, describe_io_error, get_logger, io_errno
+from .data.images import build_image_cache
+from .data.mimic import preprocess
+from .data.synthetic import generate_dataset
+from .evaluation.labeler import official_agreement
+from .runs import resolve_run
 
 # %% auto #0
-__all__ = ['BUG_REPORTS', 'int_at_least', 'build_parser', 'main']
+__all__ = ['BUG_REPORTS', 'train_request', 'int_at_least', 'build_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #d66a003e
 def _add_config_args(p: argparse.ArgumentParser):
@@ -36,18 +41,8 @@ def _config(args, extra: dict | None = None, base=None):
     if args.config_file or base is None: return load_config(args.config_file or "default", ov)
     return apply_overrides(base, ov) if ov else base.copy()
 
-def _saved_config(path):
-    "The config saved with a run or checkpoint folder, or None (no folder, no config)."
-    from cxrgen.checkpoints import checkpoint_run_config, find_checkpoint
-    p = resolve_path(path)
-    if not p.exists(): return None
-    try: ck = find_checkpoint(p, prefer="last")
-    except CxrgenError: ck = p / "checkpoints" / "last"  # a run folder without checkpoints: its config.json
-    return checkpoint_run_config(ck)
-
 # %% ../nbs/50_cli.ipynb #b2519372
 def _cmd_synth(args):
-    from cxrgen.data.synthetic import generate_dataset
     t = time.time()
     out = generate_dataset(resolve_path(args.out), n_studies=args.n_studies, seed=args.seed, image_size=args.image_size,
                            num_workers=args.num_workers, overwrite=args.overwrite)
@@ -55,8 +50,6 @@ def _cmd_synth(args):
 
 def _labeler_check(df, n: int = 2000) -> str:
     "One line: cxrgen's labeler against the official CheXpert labels of up to `n` sampled studies of a filtered CSV."
-    from cxrgen.core import CHEXPERT_LABELS
-    from cxrgen.evaluation.labeler import official_agreement
     if not df[CHEXPERT_LABELS].notna().any(axis=None):
         return "labeler check skipped: no official CheXpert labels (mimic-cxr-2.0.0-chexpert.csv.gz) in this download"
     studies = df.drop_duplicates("study_id")
@@ -67,7 +60,6 @@ def _labeler_check(df, n: int = 2000) -> str:
             "nbs/80_explore_data.ipynb or cxrgen.evaluation.labeler.official_agreement")
 
 def _cmd_preprocess(args):
-    from cxrgen.data.mimic import preprocess
     mimic_dir = resolve_path(args.mimic_dir)
     kw = dict(out_csv=resolve_path(args.out) if args.out else None, section=args.section, minimal=args.minimal)
     if args.views is not None:  # "all" keeps every view; an empty item ("PA,AP,") keeps blank ViewPosition
@@ -75,33 +67,26 @@ def _cmd_preprocess(args):
     df = preprocess(mimic_dir, **kw)
     print(_labeler_check(df))
     if args.cache_size:
-        from cxrgen.data.dataloader import image_cache_dir
-        from cxrgen.data.images import build_image_cache
+        from cxrgen.data.dataloader import image_cache_dir  # heavy (torch): only when the cache is built
         cache_root = image_cache_dir(resolve_path(args.cache_dir), mimic_dir)
         ok, bad = build_image_cache(df["image_path"].tolist(), mimic_dir, cache_root, args.cache_size, num_workers=args.num_workers, retry_bad=args.retry_bad)
         print(f"image cache: {len(ok)} images at {args.cache_size} px under {cache_root}"
               + (f"; {len(bad)} unreadable, listed in bad_images.csv" if len(bad) else ""))
 
+def train_request(args) -> dict:
+    "The `resolve_run` request of `cxrgen train`'s flags (without --config_file, stage 2 and --resume go on from the saved run's config)."
+    return dict(config=args.config_file, overrides=list(args.overrides or []), stage=args.stage, init_from=args.checkpoint,
+                resume=args.resume, csv_file=args.csv_file, run_name=args.run_name, output_dir=args.output_dir)
+
 def _cmd_train(args):
-    extra = {"train.stage": args.stage, "run_name": args.run_name, "output_dir": args.output_dir}
-    cfg, base = _config(args, extra), None
-    if not args.config_file:  # --resume continues the run with its own config; stage 2 starts from stage 1's
-        if args.resume: base = _saved_config(run_dir(cfg))
-        elif args.checkpoint and cfg.train.stage == 2:
-            base = _saved_config(args.checkpoint)
-            if base is not None and args.run_name is None: extra["run_name"] = f"{base.run_name}-stage2"
-        if base is not None: cfg = _config(args, extra, base)
-    if cfg.train.stage == 2 and not (args.checkpoint or args.resume):
-        raise CxrgenError("stage 2 fine-tunes a stage-1 model: pass --checkpoint outputs/<stage-1 run> (or --resume)")
-    from cxrgen.training.trainer import train_stage
-    train_stage(cfg, init_from=args.checkpoint, resume=args.resume, overwrite=args.overwrite)
+    from cxrgen.training import stage  # heavy (torch): imported when the command runs, so `cxrgen --help` answers at once
+    stage.train_stage(resolve_run(**train_request(args)), overwrite=args.overwrite)
 
 def _cmd_eval(args):
-    from cxrgen.evaluation.evaluate import checkpoint_config, evaluate_checkpoint
+    from cxrgen.evaluation.evaluate import checkpoint_config, evaluate_checkpoint, format_results  # heavy (torch)
     cfg = None  # the checkpoint's own config; --config_file replaces it, --csv_file and --set edit it
     if args.config_file: cfg = _config(args)
     elif args.csv_file or args.overrides: cfg = _config(args, base=checkpoint_config(args.checkpoint))
-    from cxrgen.evaluation.evaluate import format_results
     result = evaluate_checkpoint(args.checkpoint, cfg=cfg, split=args.split,
                                  output_dir=resolve_path(args.output_dir) if args.output_dir else None,
                                  max_samples=args.max_samples, bootstrap=not args.no_bootstrap, num_beams=args.num_beams,
@@ -114,7 +99,7 @@ def _decoding(args) -> dict:
     return {k: getattr(args, k) for k in ("num_beams", "max_new_tokens", "no_repeat_ngram_size") if getattr(args, k) is not None}
 
 def _cmd_infer(args):
-    from cxrgen import inference
+    from cxrgen import inference  # heavy (torch)
     if args.infer_mode == "single":
         inference.infer_single(args.image, args.checkpoint, as_json=args.json, **_decoding(args))
     else:
@@ -122,7 +107,7 @@ def _cmd_infer(args):
                               overwrite=args.overwrite, **_decoding(args))
 
 def _cmd_demo(args):
-    from cxrgen.pipeline import run_demo
+    from cxrgen.demo import run_demo  # heavy (torch, papermill): imported when the command runs
     run_demo(out_dir=args.out, n_studies=args.n_studies, seed=args.seed, notebooks=not args.no_notebooks)
 
 # %% ../nbs/50_cli.ipynb #df63179a

@@ -5,6 +5,7 @@
 # %% ../nbs/40_inference.ipynb #9fdfaded
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -18,17 +19,27 @@ from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
+import torch
 from fastcore.basics import patch
+from PIL import Image
+from tqdm.auto import tqdm
 
+import cxrgen
+from .checkpoints import checkpoint_run_config, find_checkpoint, load_model
+from .config import DataConfig, GenerationConfig, RunConfig, apply_overrides
 from .core import CHEXPERT_LABELS, CxrgenError, atomic_write_json, atomic_write_text, get_device, get_logger
+from .data.dataloader import build_transforms, pad_views, view_rank
+from .data.images import as_cached, load_image, to_uint8
+from .evaluation.labeler import label_reports
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'MANIFEST_NAME', 'PROGRESS_NAME', 'REPORTS_CSV', 'ERRORS_CSV', 'is_image_file', 'find_images',
            'UnsafeOutputPath', 'safe_component', 'check_inside', 'safe_output_path', 'plan_outputs',
            'checkpoint_fingerprint', 'job_identity', 'read_progress', 'append_progress', 'remove_job_outputs',
            'prepare_output_dir', 'write_manifest', 'write_result_csvs', 'find_checkpoint_dir', 'resolve_decoding',
-           'ReportGeneratorPipeline', 'study_views', 'find_studies', 'load_generator', 'make_demo_checkpoint',
-           'label_texts', 'infer_single', 'infer_batch']
+           'ReportGeneratorPipeline', 'study_views', 'find_studies', 'load_generator', 'label_texts', 'infer_single',
+           'infer_batch']
 
 # %% ../nbs/40_inference.ipynb #bac6f3ca
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".dcm")
@@ -232,7 +243,6 @@ def prepare_output_dir(out_dir: str | Path, # OUT
 # %% ../nbs/40_inference.ipynb #41d5e39b
 def write_manifest(out_dir: str | Path, job: dict, **info) -> Path:
     "Write `OUT/cxrgen_infer.json` (the job identity plus status and counts), atomically."
-    import cxrgen
     return atomic_write_json(Path(out_dir) / MANIFEST_NAME,
                              {"tool": "cxrgen infer batch", "cxrgen_version": cxrgen.__version__, "job": job, **info})
 
@@ -243,7 +253,6 @@ def write_result_csvs(out_dir: str | Path, # OUT
                       key_col: str = "image_path", # `study_path` in study mode
                      ) -> tuple[int, int]:
     "Rewrite `OUT/reports.csv` and `OUT/errors.csv` from the progress entries; returns (n_reports, n_errors)."
-    import pandas as pd
     keys = list(entries) if keys is None else [k for k in keys if k in entries]
     ok = [entries[k] for k in keys if entries[k].get("status") == "ok"]
     cols = [key_col, *(["image_paths"] if key_col == "study_path" else []), "report_path", "report", *CHEXPERT_LABELS]
@@ -264,7 +273,6 @@ def write_result_csvs(out_dir: str | Path, # OUT
 # %% ../nbs/40_inference.ipynb #64995d17
 def find_checkpoint_dir(path: str | Path) -> Path:
     "The checkpoint folder for `path`: itself when it holds a model, else a run folder's best (else last) checkpoint."
-    from cxrgen.checkpoints import find_checkpoint
     p = Path(path).expanduser()
     if p.is_file():
         raise CxrgenError(f"--checkpoint {str(p)!r} is a file; pass the folder that holds it (model.safetensors, config, tokenizer)")
@@ -275,8 +283,6 @@ def resolve_decoding(base=None, # the checkpoint's `GenerationConfig` (or a dict
                      **overrides, # num_beams, max_new_tokens, no_repeat_ngram_size, ... (None: keep base)
                     ) -> dict:
     "Full, validated decoding settings: `base` with the non-None `overrides` applied."
-    import dataclasses
-    from cxrgen.config import GenerationConfig, RunConfig, apply_overrides
     names = [f.name for f in dataclasses.fields(GenerationConfig)]
     unknown = sorted(set(overrides) - set(names))
     if unknown: raise CxrgenError(f"unknown decoding setting(s) {unknown}; accepted: {names}")
@@ -289,8 +295,6 @@ def resolve_decoding(base=None, # the checkpoint's `GenerationConfig` (or a dict
 class ReportGeneratorPipeline:
     "A checkpoint ready for inference: the model, the training run's eval preprocessing and its decoding defaults."
     def __init__(self, model, cfg, checkpoint_dir: str | Path | None = None, device=None):
-        import torch
-        from cxrgen.data.dataloader import build_transforms
         self.cfg, self.checkpoint_dir = cfg, (Path(checkpoint_dir).resolve() if checkpoint_dir else None)
         self.device = get_device(device or "auto")
         self.model = model.to(self.device).eval()
@@ -313,8 +317,6 @@ class ReportGeneratorPipeline:
 # %% ../nbs/40_inference.ipynb #cccfd931
 def _as_gray_pil(image, min_size: int | None = None):
     "A path, PIL image or numpy array as an 8-bit grayscale PIL image, read the way training reads files."
-    from PIL import Image
-    from cxrgen.data.images import ImageLoadError, load_image, to_uint8
     if isinstance(image, (str, Path)): return load_image(image, min_size=min_size)
     if isinstance(image, Image.Image): return image if image.mode == "L" else image.convert("L")
     if isinstance(image, np.ndarray):
@@ -327,7 +329,6 @@ def _as_gray_pil(image, min_size: int | None = None):
 @patch
 def preprocess(self: ReportGeneratorPipeline, image) -> "torch.Tensor":
     "One image (path, PIL or array) as the model's (3, H, W) input: grayscale, cache-size resize, eval transform."
-    from cxrgen.data.images import as_cached
     return self.transform(as_cached(_as_gray_pil(image, min_size=self.cache_size), self.cache_size))  # the model saw the cache's JPEG artefacts
 
 # %% ../nbs/40_inference.ipynb #f33bbefb
@@ -343,7 +344,6 @@ def generate_from_pixels(self: ReportGeneratorPipeline, pixels: Sequence, # (3, 
 def generate_from_studies(self: ReportGeneratorPipeline, studies: Sequence[Sequence], # per study, its (3, H, W) view tensors
                           **decoding) -> list[str]:
     "One report per study from its preprocessed views (one call to the model)."
-    from cxrgen.data.dataloader import pad_views
     self._require_study_level()
     if not len(studies): return []
     V = max(1, int(getattr(self.model, "max_views", self.max_views) or 1))
@@ -360,12 +360,10 @@ def _require_study_level(self: ReportGeneratorPipeline):
 
 @patch
 def _stack(self: ReportGeneratorPipeline, pixels):
-    import torch
     return torch.stack(list(pixels))
 
 @patch
 def _generate(self: ReportGeneratorPipeline, px, mask, **decoding) -> list[str]:
-    import torch
     dec = self.decoding(**decoding)
     with torch.inference_mode():
         return self.model.generate_reports(px.to(self.device), view_mask=None if mask is None else mask.to(self.device), **dec)
@@ -390,7 +388,6 @@ def generate_reports(self: ReportGeneratorPipeline, images: Sequence, # file pat
     self.decoding(**decoding)  # fail on a bad setting before reading any image
     out, it = [], list(_chunks(list(images), batch_size))
     if progress:
-        from tqdm.auto import tqdm
         it = tqdm(it, desc="reports", unit="batch")
     for chunk in it: out += self.generate_from_pixels([self.preprocess(x) for x in chunk], **decoding)
     return out
@@ -434,8 +431,6 @@ def load_generator(checkpoint_dir: str | Path, # checkpoint folder, or a run fol
                    device: str | None = None, # "cpu", "cuda", "cuda:1", ...; None: CUDA, then MPS, then CPU
                   ) -> ReportGeneratorPipeline:
     "Load a checkpoint for inference with the preprocessing and decoding defaults it was trained with."
-    from cxrgen.config import DataConfig, RunConfig, get_preset
-    from cxrgen.checkpoints import checkpoint_run_config, load_model
     ckpt = find_checkpoint_dir(checkpoint_dir)
     model = load_model(ckpt)  # every file checked; a damaged one is named, with what to do
     cfg = checkpoint_run_config(ckpt)
@@ -451,38 +446,9 @@ def load_generator(checkpoint_dir: str | Path, # checkpoint folder, or a run fol
                           f"{model.image_size}; keep run_config.json and the model files from the same training run")
     return ReportGeneratorPipeline(model, cfg, ckpt, device)
 
-# %% ../nbs/40_inference.ipynb #0f298b8f
-_DEMO_TEXTS = [
-    "the lungs are clear. there is no pleural effusion or pneumothorax. the cardiomediastinal silhouette is normal.",
-    "moderate cardiomegaly. small bilateral pleural effusions with bibasilar atelectasis.",
-    "right lower lobe consolidation concerning for pneumonia. no pneumothorax.",
-    "mild pulmonary edema. enlarged cardiac silhouette. endotracheal tube and nasogastric tube in place.",
-    "left apical pneumothorax. no focal consolidation. healed rib fracture.",
-]
-
-def make_demo_checkpoint(out_dir: str | Path, # folder to write (created)
-                         overrides: dict | Sequence[str] | None = None, # config overrides, e.g. {"data.image_size": 64}
-                         seed: int = 0,
-                        ) -> Path:
-    "Save an untrained demo-preset model (tokenizer, weights, run_config.json) as a checkpoint folder; returns it."
-    from cxrgen.config import apply_overrides, get_preset, save_config
-    from cxrgen.core import seed_everything
-    from cxrgen.data.tokenizer import train_tokenizer
-    from cxrgen.models.report_generator import ReportGenerator
-    cfg = get_preset("demo")
-    if overrides: cfg = apply_overrides(cfg, overrides)
-    seed_everything(seed)
-    tok = train_tokenizer(_DEMO_TEXTS * 4, vocab_size=300, min_frequency=1)
-    model = ReportGenerator.from_run_config(cfg, tok)
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    save_config(cfg, out / "run_config.json")
-    return out
-
 # %% ../nbs/40_inference.ipynb #179e769b
 def label_texts(texts: Sequence[str]) -> list[dict]:
     "CheXpert labels (14 keys, 1.0/0.0/-1.0/None) of each text, from `cxrgen.evaluation.labeler.label_reports`."
-    from cxrgen.evaluation.labeler import label_reports
     if not len(texts): return []
     df = label_reports(list(texts))
     return [{l: (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)) for l, v in zip(CHEXPERT_LABELS, row)}
@@ -534,7 +500,6 @@ def infer_single(image: str | Path, # image file (.jpg .jpeg .png .dcm), or a st
 # %% ../nbs/40_inference.ipynb #944fc58e
 def _view_sort_key(p: Path):
     "Training order of a study's views (PA, AP, other frontal, lateral, ...; DICOM ViewPosition when readable), then name."
-    from cxrgen.data.dataloader import view_rank
     view = ""
     if p.suffix.lower() == ".dcm":
         try:
@@ -558,6 +523,66 @@ def _load_item(gen: ReportGeneratorPipeline, files: list[Path], root: Path, stud
     return pix, used, errs
 
 # %% ../nbs/40_inference.ipynb #3a59aa68
+def _batch_items(root: Path, out: Path, study: bool) -> dict:
+    "What to generate: {study folder (relative): its views} in study mode, else {image path (relative): [the image]}."
+    if study: return find_studies(root, exclude=[out])
+    return {p.relative_to(root).as_posix(): [p] for p in find_images(root, exclude=[out])}
+
+def _output_names(root: Path, out: Path, keys: list) -> tuple[dict, dict, dict]:
+    "Each item's output name, the planned output path of each name, and the items refused because their output would leave OUT."
+    outname = {k: (k if k != "." else (root.resolve().name or "study")) for k in keys}
+    unsafe, names = {}, []
+    for k in keys:  # a file whose output would pass through a symlinked folder in OUT is refused, the rest go on
+        try: safe_output_path(out, outname[k]); names.append(outname[k])
+        except UnsafeOutputPath as e: unsafe[k] = _error_entry(k, e)
+    return outname, plan_outputs(out, names), unsafe
+
+def _pending(out: Path, keys: list, state: str, unsafe: dict) -> tuple[list, int]:
+    "The items still to generate (a resumed job skips those whose report is on disk) and how many are done."
+    done = read_progress(out) if state == "resume" else {}
+    if state == "resume":  # half-written temporaries of a killed run (atomic writes name them .<file>.<random>.tmp)
+        for t in out.resolve().rglob(".*.tmp"):
+            if t.is_file() and not t.is_symlink(): t.unlink()
+    def finished(k):
+        e = done.get(k, {})
+        return e.get("status") == "ok" and (out / e.get("report_path", "\0")).is_file()
+    return [k for k in keys if not finished(k) and k not in unsafe], sum(finished(k) for k in keys)
+
+def _generate_chunk(gen, items: dict, chunk: list, root: Path, study: bool, dec: dict, out: Path, target_of) -> list[dict]:
+    "The progress entries of one batch: each item's report written (with its labels), or why it could not be read."
+    entries, ready = [], []
+    for k in chunk:
+        pix, used, errs = _load_item(gen, items[k], root, study)
+        if not pix:
+            e = errs[0] if not study else {"error": "NoReadableViews", "reason": "; ".join(f"{x['image_path']}: {x['reason']}" for x in errs)}
+            entries.append({"image_path": k, "status": "error", "error": e["error"], "reason": e["reason"],
+                            **({"view_errors": errs} if study else {})})
+        else: ready.append((k, pix, used, errs))
+    if not ready: return entries
+    reports = (gen.generate_from_studies([r[1] for r in ready], **dec) if study
+               else gen.generate_from_pixels([r[1][0] for r in ready], **dec))
+    for (k, _, used, errs), rep, lab in zip(ready, reports, label_texts(reports)):
+        target = check_inside(out, target_of(k))
+        atomic_write_text(target, rep + "\n")
+        e = {"image_path": k, "status": "ok", "report_path": target.relative_to(out.resolve()).as_posix(), "report": rep, "labels": lab}
+        if study: e.update(image_paths=used, view_errors=errs)
+        entries.append(e)
+    return entries
+
+def _finish_job(out: Path, job: dict, manifest: dict, keys: list, key_col: str, status: str, n_gen: int, n_skipped: int,
+                t0: float) -> dict:
+    "Rebuild reports.csv and errors.csv from the progress log and record the job's summary in its manifest; returns the summary."
+    final = read_progress(out)
+    n_rep, n_errors = write_result_csvs(out, final, keys, key_col)
+    seconds = time.perf_counter() - t0
+    summary = {"status": status, "mode": job["mode"], "n_items": len(keys), "n_reports": n_rep, "n_errors": n_errors,
+               "n_generated": n_gen, "n_skipped": n_skipped, "n_remaining": len(keys) - sum(final.get(k, {}).get("status") in ("ok", "error") for k in keys),
+               "output_dir": str(out.resolve()), "reports_csv": str((out / REPORTS_CSV).resolve()),
+               "errors_csv": str((out / ERRORS_CSV).resolve()), "seconds": round(seconds, 3),
+               "items_per_s": round(n_gen / seconds, 4) if seconds > 0 else None}
+    write_manifest(out, job, **{**manifest, "status": status, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "summary": summary})
+    return summary
+
 def infer_batch(image_dir: str | Path, # folder searched recursively for .jpg .jpeg .png .dcm (any case)
                 output_dir: str | Path, # OUT: reports.csv, errors.csv, one .txt per image, cxrgen_infer.json, progress.jsonl
                 checkpoint, # checkpoint folder (or run folder), or a loaded `ReportGeneratorPipeline`
@@ -581,26 +606,12 @@ def infer_batch(image_dir: str | Path, # folder searched recursively for .jpg .j
         raise CxrgenError(f"study mode needs a study-level checkpoint (data.study_level=true); {gen.checkpoint_dir} is "
                           "image-level: run without study mode to get one report per image")
     dec = gen.decoding(**decoding)
-    if study: items = find_studies(root, exclude=[out])
-    else: items = {p.relative_to(root).as_posix(): [p] for p in find_images(root, exclude=[out])}
+    items = _batch_items(root, out, study)
     keys = list(items)
     job = job_identity(gen.checkpoint_dir, root, dec, "study" if study else "image")
     state = prepare_output_dir(out, job, overwrite)
-    outname = {k: (k if k != "." else (root.resolve().name or "study")) for k in keys}
-    unsafe, names = {}, []
-    for k in keys:  # a file whose output would pass through a symlinked folder in OUT is refused, the rest go on
-        try: safe_output_path(out, outname[k]); names.append(outname[k])
-        except UnsafeOutputPath as e: unsafe[k] = _error_entry(k, e)
-    plan = plan_outputs(out, names)
-    done = read_progress(out) if state == "resume" else {}
-    if state == "resume":  # half-written temporaries of a killed run (atomic writes name them .<file>.<random>.tmp)
-        for t in out.resolve().rglob(".*.tmp"):
-            if t.is_file() and not t.is_symlink(): t.unlink()
-    def finished(k):
-        e = done.get(k, {})
-        return e.get("status") == "ok" and (out / e.get("report_path", "\0")).is_file()
-    todo = [k for k in keys if not finished(k) and k not in unsafe]
-    n_skipped = sum(finished(k) for k in keys)
+    outname, plan, unsafe = _output_names(root, out, keys)
+    todo, n_skipped = _pending(out, keys, state, unsafe)
     if unsafe: append_progress(out, list(unsafe.values()))
     manifest = dict(status="running", checkpoint=str(gen.checkpoint_dir), mode=job["mode"], n_items=len(keys),
                     started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -609,54 +620,22 @@ def infer_batch(image_dir: str | Path, # folder searched recursively for .jpg .j
         f"{len(keys)} {'studies' if study else 'images'} under {root}; {n_skipped} already done, {len(todo)} to generate "
         f"({state}) -> {out}")
     key_col = "study_path" if study else "image_path"
-    n_gen = n_err = n_batches = 0
-    status, last_flush, bar = "interrupted", time.perf_counter(), None
+    n_gen, status, last_flush, bar = 0, "interrupted", time.perf_counter(), None
     try:
         chunks = list(_chunks(todo, batch_size))
         if max_batches is not None: chunks = chunks[:max_batches]
-        if progress and chunks:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=len(todo), desc="cxrgen infer", unit="study" if study else "img", file=sys.stderr)
+        if progress and chunks: bar = tqdm(total=len(todo), desc="cxrgen infer", unit="study" if study else "img", file=sys.stderr)
         for chunk in chunks:
-            entries, ready = [], []
-            for k in chunk:
-                pix, used, errs = _load_item(gen, items[k], root, study)
-                if not pix:
-                    e = errs[0] if not study else {"error": "NoReadableViews", "reason": "; ".join(f"{x['image_path']}: {x['reason']}" for x in errs)}
-                    entries.append({"image_path": k, "status": "error", "error": e["error"], "reason": e["reason"],
-                                    **({"view_errors": errs} if study else {})})
-                else: ready.append((k, pix, used, errs))
-            if ready:
-                reports = (gen.generate_from_studies([r[1] for r in ready], **dec) if study
-                           else gen.generate_from_pixels([r[1][0] for r in ready], **dec))
-                labels = label_texts(reports)
-                for (k, _, used, errs), rep, lab in zip(ready, reports, labels):
-                    target = check_inside(out, plan[outname[k]])
-                    atomic_write_text(target, rep + "\n")
-                    e = {"image_path": k, "status": "ok", "report_path": target.relative_to(out.resolve()).as_posix(),
-                         "report": rep, "labels": lab}
-                    if study: e.update(image_paths=used, view_errors=errs)
-                    entries.append(e)
+            entries = _generate_chunk(gen, items, chunk, root, study, dec, out, lambda k: plan[outname[k]])
             append_progress(out, entries)
-            n_gen += sum(e["status"] == "ok" for e in entries); n_err += sum(e["status"] == "error" for e in entries)
-            n_batches += 1
+            n_gen += sum(e["status"] == "ok" for e in entries)
             if bar is not None: bar.update(len(chunk))
             if time.perf_counter() - last_flush > flush_every_s:
                 write_result_csvs(out, read_progress(out), keys, key_col); last_flush = time.perf_counter()
         status = "complete" if sum(map(len, chunks)) == len(todo) else "partial"
     finally:
         if bar is not None: bar.close()
-        final = read_progress(out)
-        n_rep, n_errors = write_result_csvs(out, final, keys, key_col)
-        seconds = time.perf_counter() - t0
-        summary = {"status": status, "mode": job["mode"], "n_items": len(keys), "n_reports": n_rep, "n_errors": n_errors,
-                   "n_generated": n_gen, "n_skipped": n_skipped, "n_remaining": len(keys) - sum(final.get(k, {}).get("status") in ("ok", "error") for k in keys),
-                   "output_dir": str(out.resolve()), "reports_csv": str((out / REPORTS_CSV).resolve()),
-                   "errors_csv": str((out / ERRORS_CSV).resolve()), "seconds": round(seconds, 3),
-                   "items_per_s": round(n_gen / seconds, 4) if seconds > 0 else None}
-        write_manifest(out, job, **{**manifest, "status": status, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                    "summary": summary})
-    msg = (f"{n_rep} report(s) in {out / REPORTS_CSV} ({n_gen} new, {n_skipped} resumed), {n_errors} unreadable "
-           f"file(s) in {out / ERRORS_CSV}" + (f"; {summary['n_remaining']} left: re-run to continue" if status == "partial" else ""))
-    print(msg)
+        summary = _finish_job(out, job, manifest, keys, key_col, status, n_gen, n_skipped, t0)
+    print(f"{summary['n_reports']} report(s) in {out / REPORTS_CSV} ({n_gen} new, {n_skipped} resumed), {summary['n_errors']} unreadable "
+          f"file(s) in {out / ERRORS_CSV}" + (f"; {summary['n_remaining']} left: re-run to continue" if status == "partial" else ""))
     return summary

@@ -86,7 +86,7 @@ def test_preprocess_explains_an_unrenamed_download(tmp_path):
 
 
 def test_eval_on_a_tiny_checkpoint(tmp_path):
-    from cxrgen.evaluation.evaluate import smoke_checkpoint
+    from cxrgen.testing import smoke_checkpoint
     ckpt, _ = smoke_checkpoint(tmp_path / "run")
     r = run("eval", "--checkpoint", ckpt, "--split", "test", "--output_dir", tmp_path / "eval", "--no_bootstrap")
     assert r.returncode == 0, r.stderr

@@ -39,7 +39,7 @@ def one_line_error(r, *says):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     "A tiny dataset and an untrained checkpoint (outputs/smoke/checkpoints/best) with its run config."
-    from cxrgen.evaluation.evaluate import smoke_checkpoint
+    from cxrgen.testing import smoke_checkpoint
     d = tmp_path_factory.mktemp("smoke")
     ckpt, cfg = smoke_checkpoint(d)
     return d, ckpt, cfg
@@ -255,7 +255,7 @@ def test_no_cache_hint_names_a_real_command(smoke, tmp_path):
 
 # ---- item 12: a papermill stage shows its progress in the terminal ------------------------------------------------------
 def test_run_notebook_prints_stage_progress(smoke, tmp_path, capsys):
-    from cxrgen.pipeline import run_notebook
+    from cxrgen.demo import run_notebook
     d, _, cfg = smoke
     run_notebook("90_train.ipynb", tmp_path / "s1", {
         "stage": 1, "preset": "demo", "mimic_dir": cfg.data.mimic_dir, "output_dir": str(tmp_path), "run_name": "s1",

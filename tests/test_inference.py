@@ -72,7 +72,7 @@ def chest_like(h: int, w: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     "A tiny checkpoint and an image folder: JPEG, PNG (8 and 16 bit), DICOM MONOCHROME1/2, a corrupt and a non-image file."
-    from cxrgen.inference import make_demo_checkpoint
+    from cxrgen.testing import make_demo_checkpoint
     root = tmp_path_factory.mktemp("infer")
     ck = make_demo_checkpoint(root / "ck", SIZE)
     imgs = root / "imgs"
@@ -132,7 +132,8 @@ def test_single_cli_bad_checkpoint_names_folder_and_fix(work, tmp_path):
 
 
 def test_checkpoint_with_mismatched_weights_is_refused(work, tmp_path):
-    from cxrgen.inference import load_generator, make_demo_checkpoint
+    from cxrgen.inference import load_generator
+    from cxrgen.testing import make_demo_checkpoint
     other = make_demo_checkpoint(tmp_path / "other", {**SIZE, "model.mapping": "mlp"})
     broken = tmp_path / "broken"; shutil.copytree(work["ck"], broken)
     shutil.copy(other / "model.safetensors", broken / "model.safetensors")
@@ -264,7 +265,8 @@ def test_crafted_names_cannot_escape_output(work, tmp_path, gen):
 
 
 def test_study_mode_batch(work, tmp_path):
-    from cxrgen.inference import infer_batch, load_generator, make_demo_checkpoint
+    from cxrgen.inference import infer_batch, load_generator
+    from cxrgen.testing import make_demo_checkpoint
     ck = make_demo_checkpoint(tmp_path / "sck", {**SIZE, "data.study_level": True, "data.max_views": 2})
     sgen = load_generator(ck, device="cpu")
     s = infer_batch(work["imgs"], tmp_path / "out", sgen, progress=False, max_new_tokens=6)

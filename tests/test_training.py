@@ -14,16 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from cxrgen.testing import TINY_DECODER, TINY_MODEL, override_args
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 # A few-M-parameter model at 64 px; dropout stays on (GPT-2's 0.1) unless a test turns it off.
-TINY = {"model.encoder": "resnet10t", "model.pretrained": False,
-        "model.decoder_config": {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128},
-        "data.image_size": 64, "data.cache_size": 64, "data.max_length": 48, "data.vocab_size": 400,
-        "data.num_workers": 0, "data.augment": False, "train.batch_size": 4, "train.lr": 2e-3, "train.warmup_ratio": 0.1,
+TINY = {**TINY_MODEL, "data.augment": False, "train.batch_size": 4, "train.lr": 2e-3, "train.warmup_ratio": 0.1,
         "train.log_every": 1, "train.max_eval_batches": 1, "train.select_metric": "val_loss",
         "generation.max_new_tokens": 8}
 
@@ -34,7 +33,7 @@ def _driver(argv: list[str]) -> None:
     import torch
     torch.set_num_threads(1)
     from cxrgen.config import load_config
-    from cxrgen.training import trainer as T
+    from cxrgen.training import stage, trainer as T
     cfg = load_config(json.loads(Path(argv[0]).read_text()))
     out = Path(argv[1])
     if "--kill-at-save" in argv:  # SIGKILL ourselves in the middle of writing checkpoints/last at that step
@@ -54,7 +53,7 @@ def _driver(argv: list[str]) -> None:
             real_pretrained(self, folder)
             os.kill(os.getpid(), signal.SIGKILL)
         ReportGenerator.save_pretrained = dying_save
-    T.train_stage(cfg, resume="--resume" in argv, output_dir=out)
+    stage.train_stage(cfg, resume="--resume" in argv, output_dir=out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -145,8 +144,7 @@ def test_two_processes_match_one(tmp_path, data):
     parameters with tiny gradients, hence 1e-4 on weights. Dropout is off (its masks depend on the
     per-process batch shape) and the encoder is frozen (BatchNorm in eval mode) so the two setups compute the same function.
     """
-    nodrop = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128,
-              "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    nodrop = {**TINY_DECODER, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
     over = {"model.decoder_config": nodrop, "train.max_steps": 4, "train.eval_every": 2, "data.max_train_samples": 16,
             "train.eval_generate": True, "train.max_eval_batches": 2, "data.augment": True}  # same draws per sample
     one = _cfg(tmp_path, data, "one", **over, **{"train.batch_size": 4})
@@ -179,10 +177,7 @@ def pd_read(p):
 def test_papermill_stage1_then_stage2(tmp_path, data):
     "The training notebook runs stage 1, then stage 2 from the stage-1 folder, and leaves complete run folders."
     import papermill as pm
-    small = ["model.encoder=resnet10t", "model.pretrained=false",
-             'model.decoder_config={"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128}',
-             "data.image_size=64", "data.cache_size=64", "data.max_length=48", "data.vocab_size=400", "data.num_workers=0",
-             "train.eval_every=2", "train.log_every=1", "train.max_eval_batches=1", "generation.max_new_tokens=8"]
+    small = override_args(TINY_MODEL) + ["train.eval_every=2", "train.log_every=1", "train.max_eval_batches=1", "generation.max_new_tokens=8"]
     runs = {}
     for stage in (1, 2):
         params = {"stage": stage, "preset": "demo", "mimic_dir": str(data), "output_dir": str(tmp_path),

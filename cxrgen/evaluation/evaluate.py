@@ -5,11 +5,10 @@
 # %% ../../nbs/32_evaluation.evaluate.ipynb #bb874b7f
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import io
-import json
 import re
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,10 +16,14 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
+from PIL import Image
 
-from ..config import RunConfig, csv_path, load_config, validate_config
-from ..core import (CHEXPERT5, CHEXPERT_LABELS, CxrgenError, atomic_write_bytes, atomic_write_json,
-                         atomic_write_text, get_device, get_logger, seed_everything)
+from ..checkpoints import checkpoint_run_config, find_checkpoint, load_model
+from ..config import GenerationConfig, RunConfig, csv_path, load_config, validate_config
+from ..core import (CHEXPERT_LABELS, CxrgenError, atomic_write_bytes, atomic_write_json, atomic_write_text, get_device,
+                         get_logger, seed_everything)
+from ..data.dataloader import build_dataloaders, training_reports
 from .metrics import (binarize_labels, compute_metrics, label_metrics, label_slug, label_texts, require_meteor,
                                        tokenize_report)
 
@@ -28,7 +31,7 @@ from .metrics import (binarize_labels, compute_metrics, label_metrics, label_slu
 __all__ = ['log', 'SYSTEM_NAMES', 'CONVENTIONS', 'split_prefix', 'report_sentences', 'report_stats', 'score_reports',
            'most_frequent_report', 'nearest_neighbour_reports', 'generate_split', 'encode_split', 'plot_per_label_f1',
            'plot_lengths', 'pick_examples', 'plot_examples', 'plot_label_confusion', 'checkpoint_config',
-           'evaluate_checkpoint', 'smoke_checkpoint', 'format_results', 'prompt_following']
+           'evaluate_checkpoint', 'format_results', 'prompt_following']
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #8dc7b424
 log = get_logger("cxrgen.evaluation.evaluate")
@@ -95,7 +98,6 @@ def _ids(x) -> str: return ";".join(map(str, x)) if isinstance(x, (list, tuple))
 
 def generate_split(model, loader, gen: dict | None = None, features: bool = True, progress: bool = True) -> dict:
     "Generate reports for every batch of `loader`: dict of study_id, dicom_id, reference, generated (lists), features (n, C) and the classifier's probabilities (n, 14) (None without one)."
-    import torch
     out = {"study_id": [], "dicom_id": [], "reference": [], "generated": [], "features": [], "probs": []}
     dev = model.device
     t0, n_done = time.perf_counter(), 0
@@ -199,10 +201,8 @@ def _label_marks(ref: pd.Series, gen: pd.Series) -> list[tuple[str, str]]:
 def plot_examples(images: Sequence, references: Sequence[str], generated: Sequence[str], ref_labels: pd.DataFrame,
                   gen_labels: pd.DataFrame, path: Path, width: int = 78) -> Path:
     "One row per study: the radiograph, the generated report above the reference, and the CheXpert labels they agree and disagree on."
-    import textwrap
-    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib; matplotlib.use("Agg", force=False)  # heavy (matplotlib): only when plots are drawn
     import matplotlib.pyplot as plt
-    from PIL import Image
     n = len(images)
     fig, axes = plt.subplots(n, 2, figsize=(11, 2.9 * n), gridspec_kw={"width_ratios": [1, 3.2]}, squeeze=False)
     for i in range(n):
@@ -228,7 +228,6 @@ def plot_label_confusion(gen_labels: pd.DataFrame, ref_labels: pd.DataFrame, pat
     "One 2×2 heatmap per CheXpert label: reference (rows) vs generated (columns), counts of studies."
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt, seaborn as sns
-    from cxrgen.evaluation.metrics import binarize_labels
     g, r = binarize_labels(gen_labels, uncertain), binarize_labels(ref_labels, uncertain)
     fig, axes = plt.subplots(3, 5, figsize=(15, 8.5))
     for i, ax in enumerate(axes.flat):
@@ -268,7 +267,6 @@ CONVENTIONS = {
 def _resolve_cfg(ckpt: Path, cfg) -> RunConfig:
     if isinstance(cfg, RunConfig): return validate_config(cfg.copy())
     if cfg is not None: return load_config(cfg)
-    from cxrgen.checkpoints import checkpoint_run_config
     saved = checkpoint_run_config(ckpt)
     if saved is not None: return saved
     raise CxrgenError(f"no run config found for checkpoint {ckpt} (looked for run_config.json in it and config.json in its "
@@ -276,19 +274,110 @@ def _resolve_cfg(ckpt: Path, cfg) -> RunConfig:
 
 def checkpoint_config(checkpoint_dir: str | Path) -> RunConfig:
     "The run config saved with a checkpoint (or its run folder), to edit before `evaluate_checkpoint(cfg=...)`."
-    return _resolve_cfg(_find_ckpt(checkpoint_dir), None)
-
-def _find_ckpt(path) -> Path:
-    from cxrgen.checkpoints import find_checkpoint
-    return find_checkpoint(path)
-
-def _label_unique(texts: Sequence[str]) -> pd.DataFrame:
-    "`label_texts` labelling each distinct text once (the constant baseline is one text n times; references repeat per image)."
-    uniq = list(dict.fromkeys(texts))
-    pos = {t: i for i, t in enumerate(uniq)}
-    return label_texts(uniq).iloc[[pos[t] for t in texts]].reset_index(drop=True)
+    return _resolve_cfg(find_checkpoint(checkpoint_dir), None)
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #2a331b05
+def _eval_config(ckpt: Path, cfg, max_samples: int | None, batch_size: int | None, num_beams: int | None,
+                 max_new_tokens: int | None) -> RunConfig:
+    "The config to evaluate with: `cfg` (else the checkpoint's), with the call's sample cap, batch size and decoding."
+    cfg = _resolve_cfg(ckpt, cfg)
+    if max_samples is not None: cfg.data.max_eval_samples = int(max_samples)
+    if batch_size is not None: cfg.train.batch_size = int(batch_size)
+    if num_beams is not None: cfg.generation.num_beams = int(num_beams)
+    if max_new_tokens is not None: cfg.generation.max_new_tokens = int(max_new_tokens)
+    return validate_config(cfg)
+
+def _generation_kwargs(g: GenerationConfig) -> dict:
+    "`generate_reports` keyword arguments of a generation config."
+    return dict(num_beams=g.num_beams, max_new_tokens=g.max_new_tokens, min_new_tokens=g.min_new_tokens,
+                no_repeat_ngram_size=g.no_repeat_ngram_size, repetition_penalty=g.repetition_penalty,
+                length_penalty=g.length_penalty, do_sample=g.do_sample, temperature=g.temperature, top_p=g.top_p)
+
+def _baseline_reports(cfg: RunConfig, model, res: dict, retrieval_max_train: int | None) -> tuple[dict, list | None, dict]:
+    "The baselines' reports for the split: ({name: texts}, the training reports, what each baseline used); none without a train split."
+    n = len(res["generated"])
+    try:
+        train_reports = training_reports(cfg, per_study=True)
+        const = most_frequent_report(train_reports)
+        tcfg = cfg.copy()
+        tcfg.data.augment = False
+        tcfg.data.max_train_samples = retrieval_max_train
+        bank = encode_split(model, build_dataloaders(tcfg, model.tokenizer, splits=("train",), **model.input_norm)["train"])
+        retrieved, _ = nearest_neighbour_reports(res["features"], bank["features"], bank["reference"])
+    except CxrgenError as e:  # e.g. a CSV without a train split
+        log.warning(f"baselines skipped: {e}")
+        return {}, None, {}
+    return ({"constant_report": [const] * n, "nn_retrieval": retrieved}, train_reports,
+            {"constant_report": {"report": const}, "nn_retrieval": {"bank_size": len(bank["reference"])}})
+
+def _score_systems(systems_text: dict, references: list[str], train_reports, **score_kw) -> tuple[dict, dict, pd.DataFrame | None]:
+    "Every system's reports labelled and scored against `references`: (scores, labels, reference labels; labels None without the labeler)."
+    try: ref_labels = label_texts(references)
+    except CxrgenError as e:
+        log.warning(f"no CheXpert labels: {e}"); ref_labels = None
+    labels = {k: (label_texts(v) if ref_labels is not None else None) for k, v in systems_text.items()}
+    scores = {}
+    for k, texts in systems_text.items():
+        log.info(f"scoring {k}")
+        scores[k] = score_reports(texts, references, train_reports=train_reports, gen_labels=labels[k], ref_labels=ref_labels, **score_kw)
+    return scores, labels, ref_labels
+
+def _classifier_row(model, probs: np.ndarray, ref_labels: pd.DataFrame, **label_kw) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    "The image-only classifier's findings as label vectors (probabilities >= each threshold), its thresholds and its scores."
+    thr = model.label_thresholds().numpy()  # calibrated on validation after training, else model.label_threshold
+    cls_labels = pd.DataFrame(np.where(probs >= thr, 1.0, np.nan), columns=list(CHEXPERT_LABELS))
+    return cls_labels, thr, label_metrics(cls_labels, ref_labels, **label_kw)
+
+# %% ../../nbs/32_evaluation.evaluate.ipynb #30ddef18
+def _result_record(split_name: str, prefix: str, ckpt: Path, cfg: RunConfig, res: dict, gen: dict, scores: dict,
+                   systems_text: dict, base_info: dict, classifier, bertscore, bootstrap: bool, n_boot: int, seed: int) -> dict:
+    "What `metrics_<split>.json` holds: counts, decoding, data, conventions, the model's metrics, the baselines' and the classifier's."
+    pre = lambda d: {f"{prefix}_{k}": v for k, v in d.items()}
+    conventions = dict(CONVENTIONS)
+    if bertscore: conventions["bertscore"] = {k: scores["model"][k] for k in ("bertscore_model", "bertscore_num_layers", "bertscore_rescaled")}
+    if bootstrap: conventions["bootstrap"] += f"; n_boot={n_boot}, seed={seed}, 95% (alpha=0.05)"
+    result = {"split": split_name, "checkpoint": str(ckpt), "n_samples": len(res["generated"]), "n_studies": len(set(res["study_id"])),
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "generation": gen, "data": {"csv": str(csv_path(cfg)), "section": cfg.data.section,
+                                          "study_level": cfg.data.study_level, "eval_per_study": cfg.data.eval_per_study,
+                                          "max_samples": cfg.data.max_eval_samples},
+              "conventions": conventions, "metrics": pre(scores["model"]),
+              "baselines": {k: {**base_info.get(k, {}), "metrics": pre(v)} for k, v in scores.items() if k in systems_text and k != "model"}}
+    if classifier is not None:
+        thr = classifier[1]
+        result["classifier"] = {"thresholds": dict(zip(CHEXPERT_LABELS, thr.round(4).tolist())), "metrics": pre(scores["image_classifier"]),
+                                "convention": "the findings classifier's probabilities >= each observation's threshold are positive (1), "
+                                              "the rest blank; scored against the reference labels like the reports"}
+    return result
+
+def _reports_table(res: dict, systems_text: dict, labels: dict, ref_labels: pd.DataFrame | None) -> pd.DataFrame:
+    "`reports_<split>.csv`: ids, reference, generated, retrieved, the reference's and the report's labels, the classifier's probabilities."
+    rep = pd.DataFrame({"study_id": res["study_id"], "dicom_id": res["dicom_id"], "reference": res["reference"],
+                        "generated": res["generated"]})
+    if "nn_retrieval" in systems_text: rep["retrieved"] = systems_text["nn_retrieval"]
+    if ref_labels is not None:
+        for lab in CHEXPERT_LABELS: rep[f"ref_{lab}"] = ref_labels[lab].to_numpy()
+        for lab in CHEXPERT_LABELS: rep[f"gen_{lab}"] = labels["model"][lab].to_numpy()
+    if res["probs"] is not None:
+        for j, lab in enumerate(CHEXPERT_LABELS): rep[f"prob_{lab}"] = res["probs"][:, j].round(4)
+    return rep
+
+def _write_plots(out: Path, split_name: str, res: dict, loader, systems_text: dict, scores: dict, labels: dict,
+                 ref_labels: pd.DataFrame | None) -> dict:
+    "The per-label F1, confusion, examples (with the labeler) and length plots; returns {name: path}."
+    files = {}
+    if ref_labels is not None:
+        files["per_label_f1"] = plot_per_label_f1(scores, out / f"per_label_f1_{split_name}.png")
+        files["confusion"] = plot_label_confusion(labels["model"], ref_labels, out / f"confusion_{split_name}.png")
+        picks = pick_examples(ref_labels)
+        files["examples"] = plot_examples([loader.dataset.image_files(i)[0] for i in picks], [res["reference"][i] for i in picks],
+                                          [res["generated"][i] for i in picks], ref_labels.iloc[picks], labels["model"].iloc[picks],
+                                          out / f"examples_{split_name}.png")
+    files["lengths"] = plot_lengths({"reference": res["reference"], **{k: v for k, v in systems_text.items() if k != "constant_report"}},
+                                    out / f"lengths_{split_name}.png")
+    return files
+
+# %% ../../nbs/32_evaluation.evaluate.ipynb #37760377
 def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a run folder (uses checkpoints/best, else last)
                         cfg: RunConfig | str | Path | None = None,  # default: the checkpoint's run_config.json
                         split: str = "test",  # test | validate (val) | train
@@ -308,155 +397,36 @@ def evaluate_checkpoint(checkpoint_dir: str | Path,  # checkpoint folder, or a r
                         seed: int = 0,
                         ) -> dict:
     "Generate and score a split, with baselines; write metrics_<split>.json, reports_<split>.csv and plots; return the metrics."
-    from cxrgen.data.dataloader import build_dataloaders
-    from cxrgen.checkpoints import load_model
     split_name, prefix = _SPLIT_NAME.get(split, split), split_prefix(split)
-    ckpt = _find_ckpt(checkpoint_dir)
-    cfg = _resolve_cfg(ckpt, cfg)
-    if max_samples is not None: cfg.data.max_eval_samples = int(max_samples)
-    if batch_size is not None: cfg.train.batch_size = int(batch_size)
-    g = cfg.generation
-    if num_beams is not None: g.num_beams = int(num_beams)
-    if max_new_tokens is not None: g.max_new_tokens = int(max_new_tokens)
-    cfg = validate_config(cfg)
+    ckpt = find_checkpoint(checkpoint_dir)
+    cfg = _eval_config(ckpt, cfg, max_samples, batch_size, num_beams, max_new_tokens)
     if meteor: require_meteor()  # before minutes of generation, not after
     out = Path(output_dir) if output_dir is not None else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt)
     seed_everything(seed)
-    dev = get_device(device)
-    model = load_model(ckpt, map_location=dev)  # every file checked: a damaged one is named, with what to do
+    model = load_model(ckpt, map_location=get_device(device))  # every file checked: a damaged one is named, with what to do
     model.eval()
-    norm = model.input_norm
-    gen = dict(num_beams=g.num_beams, max_new_tokens=g.max_new_tokens, min_new_tokens=g.min_new_tokens,
-               no_repeat_ngram_size=g.no_repeat_ngram_size, repetition_penalty=g.repetition_penalty,
-               length_penalty=g.length_penalty, do_sample=g.do_sample, temperature=g.temperature, top_p=g.top_p)
+    gen = _generation_kwargs(cfg.generation)
     t0 = time.perf_counter()
-    loader = build_dataloaders(cfg, model.tokenizer, splits=(split_name,), **norm)[split_name]
-    res = generate_split(model, loader, gen=gen, features=baselines)
-    n = len(res["generated"])
-    log.info(f"generated {n} reports on {split_name} in {time.perf_counter() - t0:.1f} s")
-
-    systems_text = {"model": res["generated"]}
-    train_reports, base_info = None, {}
-    if baselines:
-        try:
-            from cxrgen.data.dataloader import training_reports  # torch: imported only when baselines run
-            train_reports = training_reports(cfg, per_study=True)
-            const = most_frequent_report(train_reports)
-            tcfg = cfg.copy()
-            tcfg.data.augment = False
-            tcfg.data.max_train_samples = retrieval_max_train
-            bank = encode_split(model, build_dataloaders(tcfg, model.tokenizer, splits=("train",), **norm)["train"])
-            retrieved, _ = nearest_neighbour_reports(res["features"], bank["features"], bank["reference"])
-            systems_text["constant_report"], systems_text["nn_retrieval"] = [const] * n, retrieved
-            base_info = {"constant_report": {"report": const}, "nn_retrieval": {"bank_size": len(bank["reference"])}}
-        except CxrgenError as e:  # e.g. a CSV without a train split
-            log.warning(f"baselines skipped: {e}")
-            train_reports = None
-
-    have_labeler = True
-    try: ref_labels = _label_unique(res["reference"])
-    except CxrgenError as e:
-        log.warning(f"no CheXpert labels: {e}"); have_labeler, ref_labels = False, None
-    labels = {k: (_label_unique(v) if have_labeler else None) for k, v in systems_text.items()}
-    scores = {}
-    for k, texts in systems_text.items():
-        log.info(f"scoring {k}")
-        scores[k] = score_reports(texts, res["reference"], train_reports=train_reports, gen_labels=labels[k],
-                                  ref_labels=ref_labels, bootstrap=bootstrap, bertscore=bertscore, meteor=meteor,
-                                  n_boot=n_boot, seed=seed)
-    cls_labels = None
-    if res["probs"] is not None and have_labeler:  # the image-only classifier's row: its findings as label vectors
-        thr = model.label_thresholds().numpy()  # calibrated on validation after training, else model.label_threshold
-        cls_labels = pd.DataFrame(np.where(res["probs"] >= thr, 1.0, np.nan), columns=list(CHEXPERT_LABELS))
-        scores["image_classifier"] = label_metrics(cls_labels, ref_labels, bootstrap=bootstrap, n_boot=n_boot, seed=seed)
-    pre = lambda d: {f"{prefix}_{k}": v for k, v in d.items()}
-    conventions = dict(CONVENTIONS)
-    if bertscore: conventions["bertscore"] = {k: scores["model"][k] for k in ("bertscore_model", "bertscore_num_layers", "bertscore_rescaled")}
-    if bootstrap: conventions["bootstrap"] += f"; n_boot={n_boot}, seed={seed}, 95% (alpha=0.05)"
-    result = {"split": split_name, "checkpoint": str(ckpt), "n_samples": n, "n_studies": len(set(res["study_id"])),
-              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "generation": gen, "data": {"csv": str(csv_path(cfg)), "section": cfg.data.section,
-                                          "study_level": cfg.data.study_level, "eval_per_study": cfg.data.eval_per_study,
-                                          "max_samples": cfg.data.max_eval_samples},
-              "conventions": conventions, "metrics": pre(scores["model"]),
-              "baselines": {k: {**base_info.get(k, {}), "metrics": pre(v)} for k, v in scores.items() if k in systems_text and k != "model"}}
-    if cls_labels is not None:
-        result["classifier"] = {"thresholds": dict(zip(CHEXPERT_LABELS, thr.round(4).tolist())), "metrics": pre(scores["image_classifier"]),
-                                "convention": "the findings classifier's probabilities >= each observation's threshold are positive (1), "
-                                              "the rest blank; scored against the reference labels like the reports"}
+    loader = build_dataloaders(cfg, model.tokenizer, splits=(split_name,), **model.input_norm)[split_name]
+    res = generate_split(model, loader, gen=gen, features=baselines or getattr(model, "label_head", None) is not None)
+    log.info(f"generated {len(res['generated'])} reports on {split_name} in {time.perf_counter() - t0:.1f} s")
+    base_text, train_reports, base_info = _baseline_reports(cfg, model, res, retrieval_max_train) if baselines else ({}, None, {})
+    systems_text = {"model": res["generated"], **base_text}
+    scores, labels, ref_labels = _score_systems(systems_text, res["reference"], train_reports, bootstrap=bootstrap,
+                                                bertscore=bertscore, meteor=meteor, n_boot=n_boot, seed=seed)
+    classifier = None
+    if res["probs"] is not None and ref_labels is not None:  # the image-only classifier's row: its findings as label vectors
+        *classifier, scores["image_classifier"] = _classifier_row(model, res["probs"], ref_labels, bootstrap=bootstrap,
+                                                                  n_boot=n_boot, seed=seed)
+    result = _result_record(split_name, prefix, ckpt, cfg, res, gen, scores, systems_text, base_info, classifier,
+                            bertscore, bootstrap, n_boot, seed)
     files = {"metrics": out / f"metrics_{split_name}.json", "reports": out / f"reports_{split_name}.csv"}
-    rep = pd.DataFrame({"study_id": res["study_id"], "dicom_id": res["dicom_id"], "reference": res["reference"],
-                        "generated": res["generated"]})
-    if "nn_retrieval" in systems_text: rep["retrieved"] = systems_text["nn_retrieval"]
-    if have_labeler:
-        for lab in CHEXPERT_LABELS: rep[f"ref_{lab}"] = ref_labels[lab].to_numpy()
-        for lab in CHEXPERT_LABELS: rep[f"gen_{lab}"] = labels["model"][lab].to_numpy()
-    if res["probs"] is not None:
-        for j, lab in enumerate(CHEXPERT_LABELS): rep[f"prob_{lab}"] = res["probs"][:, j].round(4)
-    atomic_write_text(files["reports"], rep.to_csv(index=False))
-    if plots:
-        if have_labeler:
-            files["per_label_f1"] = plot_per_label_f1(scores, out / f"per_label_f1_{split_name}.png")
-            files["confusion"] = plot_label_confusion(labels["model"], ref_labels, out / f"confusion_{split_name}.png")
-            picks = pick_examples(ref_labels)
-            files["examples"] = plot_examples([loader.dataset.image_files(i)[0] for i in picks], [res["reference"][i] for i in picks],
-                                              [res["generated"][i] for i in picks], ref_labels.iloc[picks], labels["model"].iloc[picks],
-                                              out / f"examples_{split_name}.png")
-        files["lengths"] = plot_lengths({"reference": res["reference"], **{k: v for k, v in systems_text.items()
-                                                                             if k != "constant_report"}},
-                                        out / f"lengths_{split_name}.png")
+    atomic_write_text(files["reports"], _reports_table(res, systems_text, labels, ref_labels).to_csv(index=False))
+    if plots: files.update(_write_plots(out, split_name, res, loader, systems_text, scores, labels, ref_labels))
     result["files"] = {k: str(v) for k, v in files.items()}
     atomic_write_json(files["metrics"], result)
     log.info(f"wrote {', '.join(p.name for p in files.values())} to {out}")
     return result
-
-# %% ../../nbs/32_evaluation.evaluate.ipynb #8fd003ca
-_PHRASES = ["the heart size is normal.", "the lungs are clear.", "there is a small left pleural effusion.",
-            "no pneumothorax is seen.", "mild pulmonary edema.", "moderate cardiomegaly.",
-            "right lower lobe consolidation concerning for pneumonia.", "endotracheal tube tip 4 cm above the carina.",
-            "no focal consolidation.", "bibasilar atelectasis.", "no pleural effusion or pneumothorax."]
-
-def smoke_checkpoint(folder: str | Path, n_studies: int = 30, image_size: int = 64, study_level: bool = False,
-                     seed: int = 0) -> tuple[Path, RunConfig]:
-    "Write a tiny MIMIC-layout dataset and an untrained tiny model checkpoint under `folder`; return (checkpoint, config)."
-    from PIL import Image
-    from cxrgen.config import get_preset
-    from cxrgen.data.tokenizer import train_tokenizer
-    from cxrgen.models.report_generator import ReportGenerator
-    folder = Path(folder)
-    rng = np.random.default_rng(seed)
-    data = folder / "data"
-    rows = []
-    for i in range(n_studies):
-        sid, subj = 50000000 + i, 10000000 + i
-        text = " ".join(rng.choice(_PHRASES, size=rng.integers(2, 4), replace=False))
-        split = "train" if i < n_studies * 0.6 else ("validate" if i < n_studies * 0.75 else "test")
-        for v, view in enumerate(("PA", "LATERAL")[: 1 + (i % 2)]):
-            did = f"{i:08x}-{v:08x}"
-            rel = f"images/p{str(subj)[:2]}/p{subj}/s{sid}/{did}.jpg"
-            (data / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (image_size + 8, image_size), dtype=np.uint8)).save(data / rel)
-            rows.append({"subject_id": subj, "study_id": sid, "dicom_id": did, "image_path": rel, "view_position": view,
-                         "split": split, "findings": text, "impression": ""})
-    df = pd.DataFrame(rows)
-    for lab in CHEXPERT_LABELS: df[lab] = np.nan
-    df.to_csv(data / "mimic-cxr-list-filtered.csv", index=False)
-    cfg = get_preset("demo")
-    cfg.data.mimic_dir, cfg.data.cache_dir = str(data), str(folder / "cache")
-    cfg.data.image_size, cfg.data.cache_size, cfg.data.max_length, cfg.data.vocab_size = image_size, image_size, 48, 300
-    cfg.data.num_workers, cfg.data.tokenizer = 0, str(folder / "tokenizer")
-    cfg.model.decoder_config = {"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 128}
-    cfg.train.batch_size, cfg.generation.max_new_tokens, cfg.generation.num_beams = 8, 16, 1
-    cfg.run_name, cfg.output_dir, cfg.data.study_level = "smoke", str(folder / "outputs"), study_level
-    cfg = validate_config(cfg)
-    tok = train_tokenizer(df[df.split == "train"].findings.tolist(), vocab_size=300, out_dir=folder / "tokenizer")
-    seed_everything(seed)
-    model = ReportGenerator.from_run_config(cfg, tok)
-    ckpt = folder / "outputs" / "smoke" / "checkpoints" / "best"
-    model.save_pretrained(ckpt)
-    atomic_write_json(ckpt / "run_config.json", cfg.to_dict())
-    atomic_write_json(ckpt.parent.parent / "config.json", cfg.to_dict())
-    return ckpt, cfg
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #3f74d6fa
 _HEADLINE = [("CheXpert F1 micro14 u+", "chexpert_f1_micro14_upos"), ("F1 micro5 u+", "chexpert_f1_micro5_upos"),
@@ -474,9 +444,9 @@ def format_results(result: dict) -> str:
     return "\n".join(lines)
 
 # %% ../../nbs/32_evaluation.evaluate.ipynb #9f011002
+@torch.no_grad()
 def prompt_following(model, loader, n_studies: int = 20, gen: dict | None = None) -> dict:
     "Per observation, the share of single-finding flips of the prompt that the report follows, and the share that leave the other 13 as they were."
-    import torch
     if getattr(model, "findings_prompt", None) is None: raise CxrgenError("prompt_following needs a model with model.conditioning='labels'")
     gen = {"max_new_tokens": 80, **(gen or {})}
     px, vms = [], []
@@ -492,7 +462,7 @@ def prompt_following(model, loader, n_studies: int = 20, gen: dict | None = None
     for k in range(K):
         f = base.clone(); f[:, k] = 1 - f[:, k]
         flips.append(model.generate_reports(pv, view_mask=vm, findings=f, **gen))
-    lab = lambda ts: binarize_labels(_label_unique(ts), "upos")
+    lab = lambda ts: binarize_labels(label_texts(ts), "upos")
     before = lab(texts)
     out = {}
     for k, name in enumerate(CHEXPERT_LABELS):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import CHEXPERT5, CHEXPERT_LABELS, CxrgenError, get_logger
-from .labeler import label_agreement, label_reports
+from .labeler import clean_text, label_agreement, label_reports, scoped_phrases
 
 # %% auto #0
 __all__ = ['log', 'OFFLINE_BERTSCORE_NAME', 'CLINICAL_TERMS', 'HF_METRICS', 'check_texts', 'tokenize_report', 'lcs_length',
@@ -403,7 +403,6 @@ _observation_of = lambda syn: "Support Devices" if _TERM_OF[syn][1] == "device" 
 # %% ../../nbs/31_evaluation.metrics.ipynb #b8e591dd
 def clinical_terms(text: str) -> set[str]:
     "The canonical lexicon terms of one report; negated findings/devices as `no_<term>` (the labeler's negation scopes)."
-    from cxrgen.evaluation.labeler import clean_text, scoped_phrases
     t = clean_text(text)
     out = {_TERM_OF[m.group(0)][0] for m in _ANATOMY_RE.finditer(t)}
     for m in scoped_phrases(text, _SCOPED_RE, _observation_of):
@@ -513,12 +512,11 @@ def _chexpert_reduce(sums: dict, n: int) -> dict:
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #4fdf9c9a
 def label_texts(texts: Sequence[str]) -> pd.DataFrame:
-    "CheXpert labels of report texts through cxrgen's rule labeler (`cxrgen.evaluation.labeler.label_reports`)."
-    try: from cxrgen.evaluation.labeler import label_reports
-    except ImportError as e:
-        raise CxrgenError(f"the CheXpert labeler cxrgen.evaluation.labeler is not available ({e}); "
-                          "pass label DataFrames instead of texts") from None
-    return label_reports(list(texts))
+    "CheXpert labels of report texts through cxrgen's rule labeler, each distinct text labelled once (references repeat per image, a constant report n times); rows aligned with `texts`."
+    texts = list(texts)
+    uniq = list(dict.fromkeys(texts))
+    pos = {t: i for i, t in enumerate(uniq)}
+    return label_reports(uniq).iloc[[pos[t] for t in texts]].reset_index(drop=True)
 
 def _as_labels(predictions, references) -> tuple[pd.DataFrame, pd.DataFrame]:
     if isinstance(predictions, pd.DataFrame) and isinstance(references, pd.DataFrame): return predictions, references
