@@ -226,7 +226,7 @@ def main(argv=None) -> int:
         print(f"{c:28s} {(v == 1).mean():6.2f} {(v == 0).mean():6.2f} {(v == -1).mean():6.2f} {v.isna().mean():6.2f}")
     if synth:  # how the labeler agrees with the generator's own labels (same section text)
         import pandas as pd
-        from cxrgen.evaluation.labeler import label_agreement
+        from cxrgen.evaluation.agreement import label_agreement
         ref = pd.DataFrame([s["labels"] for s in synth])[CHEXPERT_LABELS]
         agree = label_agreement(label_reports([_section_text(s) for s in synth]), ref)
         print(f"\nagreement with cxrgen.data.synthetic's labels on {len(synth)} studies (findings + impression):")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrgen.data.synthetic import INFO_FILE, generate_dataset, plan_dataset
-from cxrgen.evaluation.metrics import labeler_agreement
+from cxrgen.evaluation.agreement import labeler_agreement
 
 
 def run(n_studies: int, image_size: int, workers: int) -> None:

@@ -19,7 +19,7 @@ from .core import CHEXPERT_LABELS, describe_io_error, get_logger, io_errno
 from .data.images import build_image_cache
 from .data.mimic import preprocess
 from .data.synthetic import generate_dataset
-from .evaluation.labeler import official_agreement
+from .evaluation.agreement import official_agreement
 from .runs import resolve_run
 
 # %% auto #0
@@ -57,7 +57,7 @@ def _labeler_check(df, n: int = 2000) -> str:
     return (f"cxrgen labeler vs mimic-cxr-2.0.0-chexpert.csv.gz on {a.attrs['n_compared']} studies (impression, else findings): "
             f"agreement where the official file mentions an observation {a['exact_when_mentioned'].mean():.3f}, "
             f"F1 (uncertain = positive) {a['f1_upos'].mean():.3f}, both macro over observations; per observation: "
-            "nbs/80_explore_data.ipynb or cxrgen.evaluation.labeler.official_agreement")
+            "nbs/80_explore_data.ipynb or cxrgen.evaluation.agreement.official_agreement")
 
 def _cmd_preprocess(args):
     mimic_dir = resolve_path(args.mimic_dir)

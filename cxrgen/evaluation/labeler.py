@@ -24,8 +24,7 @@ from ..core import CHEXPERT_LABELS, CxrgenError
 
 # %% auto #0
 __all__ = ['OTHER_FINDING', 'MENTIONS', 'TRIGGERS', 'POSITIVE', 'NEGATIVE', 'UNCERTAIN', 'LabelerInputError', 'clean_text',
-           'Mention', 'extract_mentions', 'scoped_phrases', 'label_report', 'label_reports', 'label_agreement',
-           'official_text', 'official_agreement']
+           'Mention', 'extract_mentions', 'scoped_phrases', 'label_report', 'label_reports']
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #7a3fdd71
 class LabelerInputError(CxrgenError, TypeError):
@@ -481,18 +480,22 @@ class _Doc:
             first = False
             prev = ue if direction > 0 else us
             i += direction
+        if pending and (i >= n or self.u_clause[i] != tc): self._close_list(out, pending, trig, direction)
+        return out
+
+    def _close_list(self, out: list[int], pending: list[int], trig, direction: int) -> None:
+        "Add to `out` those `pending` units of a list that reached its clause's end without a conjunction which belong to it."
         # 'no X, Y, or acute osseous abnormality': the list closed on a non-finding, and Y still belongs to it
         # (but not 'no X, small Y and ...': a degree starts a statement of its own); so does a comma list with no
         # conjunction that runs to the sentence end ('negative for X, Y, Z.'), up to its first degree word
-        if pending and (i >= n or self.u_clause[i] != tc):
-            start, end = units[out[-1]][1] if out else units[pending[0]][0], units[pending[-1]][1]
-            if _LIST_END.match(self.t, end):
-                if not _DEGREE.search(self.t, start, end): out.extend(pending)
-            elif direction > 0 and trig[2] in ("neg_f", "preneg_f", "unc_f", "neg_fb") and _LIST_TAIL.match(self.t, end):
-                for j in pending:  # up to the first degree or size word: 'normal heart size, widened mediastinum'
-                    if _DEGREE.search(self.t, start, units[j][1]) or _CUE.search(self.t, start, units[j][1]): break
-                    out.append(j); start = units[j][1]
-        return out
+        units = self.units
+        start, end = units[out[-1]][1] if out else units[pending[0]][0], units[pending[-1]][1]
+        if _LIST_END.match(self.t, end):
+            if not _DEGREE.search(self.t, start, end): out.extend(pending)
+        elif direction > 0 and trig[2] in ("neg_f", "preneg_f", "unc_f", "neg_fb") and _LIST_TAIL.match(self.t, end):
+            for j in pending:  # up to the first degree or size word: 'normal heart size, widened mediastinum'
+                if _DEGREE.search(self.t, start, units[j][1]) or _CUE.search(self.t, start, units[j][1]): break
+                out.append(j); start = units[j][1]
 
 # %% ../../nbs/30_evaluation.labeler.ipynb #df2ffb94
 POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
@@ -652,73 +655,3 @@ def label_reports(texts) -> pd.DataFrame:
     if index is None: index = pd.RangeIndex(len(rows))
     return pd.DataFrame(np.array(rows, dtype="float64").reshape(len(rows), len(CHEXPERT_LABELS)),
                         columns=CHEXPERT_LABELS, index=index)
-
-# %% ../../nbs/30_evaluation.labeler.ipynb #4aa52a48
-def label_agreement(pred: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
-    "Per-observation agreement of two label tables with CHEXPERT_LABELS columns (rows aligned by position)."
-    for name, df in (("pred", pred), ("ref", ref)):
-        missing = [c for c in CHEXPERT_LABELS if c not in getattr(df, "columns", [])]
-        if missing:
-            raise CxrgenError(f"label_agreement: `{name}` lacks the columns {missing}; pass label_reports(...) output "
-                              "or a table read from mimic-cxr-2.0.0-chexpert.csv.gz")
-    if len(pred) != len(ref):
-        raise CxrgenError(f"label_agreement: {len(pred)} predicted rows vs {len(ref)} reference rows; "
-                          "label the same studies in the same order (merge on study_id first)")
-    p = pred[CHEXPERT_LABELS].to_numpy(dtype="float64")
-    r = ref[CHEXPERT_LABELS].to_numpy(dtype="float64")
-    same = (p == r) | (np.isnan(p) & np.isnan(r))
-    mentioned = ~np.isnan(r)
-    binary = lambda a: np.nan_to_num(a, nan=0.0) != 0  # uncertain counts as positive, blank as negative
-    bp, br = binary(p), binary(r)
-    tp, fp, fn = (bp & br).sum(0), (bp & ~br).sum(0), (~bp & br).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = pd.DataFrame({
-            "n": len(p),
-            "ref_positive": br.sum(0),  # reference rows at 1 or -1
-            "exact": same.mean(0) if len(p) else np.nan,  # 1 / 0 / -1 / blank as four classes
-            "exact_when_mentioned": (same & mentioned).sum(0) / mentioned.sum(0),  # on reference-mentioned rows
-            "binary_upos": (bp == br).mean(0) if len(p) else np.nan,  # -1 -> 1, blank -> 0
-            "f1_upos": np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),  # of that positive class
-        }, index=pd.Index(CHEXPERT_LABELS, name="observation"))
-    return out
-
-# %% ../../nbs/30_evaluation.labeler.ipynb #a021db9f
-def official_text(row) -> str:
-    "The section MIMIC-CXR-JPG's CheXpert labels were computed from: the impression, else the findings, else the last paragraph."
-    for key in ("impression", "findings", "last_paragraph"):
-        v = row.get(key)
-        if isinstance(v, str) and v.strip(): return v
-    return ""
-
-def official_agreement(reports: pd.DataFrame,  # one row per study (or per image): study_id + impression / findings [/ last_paragraph]
-                       chexpert: pd.DataFrame | None = None,  # mimic-cxr-2.0.0-chexpert.csv.gz read by pandas; None: label columns of `reports`
-                       ) -> pd.DataFrame:
-    "cxrgen's labeler against the official CheXpert labels, observation by observation (`label_agreement`'s table)."
-    if not isinstance(reports, pd.DataFrame) or "study_id" not in reports.columns:
-        raise CxrgenError("official_agreement: `reports` needs a study_id column and impression/findings columns, "
-                          "e.g. pd.read_csv('mimic-cxr-list-filtered.csv')")
-    if not {"impression", "findings", "last_paragraph"} & set(reports.columns):
-        raise CxrgenError(f"official_agreement: `reports` has none of impression, findings, last_paragraph "
-                          f"(columns: {list(reports.columns)[:12]}); pass the filtered CSV or parsed sections")
-    texts = reports.drop_duplicates("study_id")
-    texts = texts[[c for c in ("study_id", "impression", "findings", "last_paragraph") if c in texts.columns]]
-    if chexpert is None: chexpert = reports
-    missing = [c for c in ["study_id", *CHEXPERT_LABELS] if c not in chexpert.columns]
-    if missing:
-        raise CxrgenError(f"official_agreement: the official table lacks {missing}; read it from "
-                          "mimic-cxr-2.0.0-chexpert.csv.gz (MIMIC-CXR-JPG) or preprocess with that file present")
-    ref = chexpert.drop_duplicates("study_id")[["study_id", *CHEXPERT_LABELS]]
-    ref = ref[ref[CHEXPERT_LABELS].notna().any(axis=1)]  # all blank: the study has no row in the official file
-    texts, ref = texts.copy(), ref.copy()
-    texts.attrs, ref.attrs = {}, {}  # e.g. preprocess's drop table, which pandas cannot compare while it joins
-    same_kind = texts["study_id"].dtype.kind == ref["study_id"].dtype.kind  # pandas refuses to join str with int ids
-    both = texts.merge(ref, on="study_id", how="inner") if same_kind else texts.iloc[:0]
-    if both.empty and len(texts):
-        raise CxrgenError(f"official_agreement: none of the {len(texts)} studies has a row in the official table "
-                          f"(study_id {texts['study_id'].dtype} vs {ref['study_id'].dtype}, e.g. {texts['study_id'].iloc[0]!r}); "
-                          "read both with the same dtype and check they come from the same download")
-    text = pd.Series([official_text(r) for r in both.to_dict("records")], index=both.index, dtype=object)
-    both, text = both[text.ne("")], text[text.ne("")]
-    out = label_agreement(label_reports(text).reset_index(drop=True), both.reset_index(drop=True))
-    out.attrs.update(n_studies=len(texts), n_compared=len(both), n_without_official=int((~texts["study_id"].isin(ref["study_id"])).sum()))
-    return out

@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 
 from ..core import CHEXPERT5, CHEXPERT_LABELS, CxrgenError, get_logger
-from .labeler import clean_text, label_agreement, label_reports, scoped_phrases
+from .labeler import clean_text, label_reports, scoped_phrases
 
 # %% auto #0
 __all__ = ['log', 'OFFLINE_BERTSCORE_NAME', 'CLINICAL_TERMS', 'HF_METRICS', 'check_texts', 'tokenize_report', 'lcs_length',
            'nlg_stats', 'meteor_jar', 'meteor_available', 'require_meteor', 'meteor_scores', 'nlg_metrics',
            'offline_bertscore_model', 'resolve_bertscore_model', 'bertscore_per_study', 'bertscore', 'clinical_terms',
            'clinical_terms_stats', 'clinical_terms_f1', 'label_slug', 'check_labels', 'binarize_labels',
-           'chexpert_stats', 'label_texts', 'chexpert_metrics', 'labeler_agreement', 'bootstrap_ci', 'compute_metrics',
-           'label_metrics', 'metric_path']
+           'chexpert_stats', 'label_texts', 'chexpert_metrics', 'bootstrap_ci', 'compute_metrics', 'label_metrics',
+           'metric_path']
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #27f816df
 log = get_logger("cxrgen.evaluation.metrics")
@@ -531,12 +531,6 @@ def chexpert_metrics(predictions, references) -> dict:
     st = chexpert_stats(pl, rl)
     n = len(st["chexpert_example_upos"])
     return {k: float(v) for k, v in _chexpert_reduce({k: v.sum(0) for k, v in st.items()}, n).items()}
-
-# %% ../../nbs/31_evaluation.metrics.ipynb #9547aeba
-def labeler_agreement(studies: list[dict]) -> pd.DataFrame:
-    "How the labels of planned `studies` agree with cxrgen's labeler on their text: `label_agreement`'s table (column `exact`: 4-way)."
-    texts = ["\n\n".join(t for t in (s["findings"], s["impression"], s["last_paragraph"]) if t) for s in studies]
-    return label_agreement(label_reports(texts), pd.DataFrame([s["labels"] for s in studies]))
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #88963d19
 def _boot_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
