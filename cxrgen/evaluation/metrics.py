@@ -512,11 +512,8 @@ def _chexpert_reduce(sums: dict, n: int) -> dict:
 
 # %% ../../nbs/31_evaluation.metrics.ipynb #4fdf9c9a
 def label_texts(texts: Sequence[str]) -> pd.DataFrame:
-    "CheXpert labels of report texts through cxrgen's rule labeler, each distinct text labelled once (references repeat per image, a constant report n times); rows aligned with `texts`."
-    texts = list(texts)
-    uniq = list(dict.fromkeys(texts))
-    pos = {t: i for i, t in enumerate(uniq)}
-    return label_reports(uniq).iloc[[pos[t] for t in texts]].reset_index(drop=True)
+    "CheXpert labels of report texts through cxrgen's rule labeler (`label_reports` labels each distinct text once: references repeat per image, a constant report n times); rows aligned with `texts`."
+    return label_reports(list(texts))
 
 def _as_labels(predictions, references) -> tuple[pd.DataFrame, pd.DataFrame]:
     if isinstance(predictions, pd.DataFrame) and isinstance(references, pd.DataFrame): return predictions, references
