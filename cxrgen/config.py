@@ -297,7 +297,8 @@ def _preset_dicts() -> dict:
                       "encoder_kwargs": {}, "decoder": "gpt2", "decoder_config": tiny_gpt2},
             "train": {"batch_size": 16, "max_epochs": 8, "lr": 1e-3, "encoder_lr": 1e-3, "eval_every": 0,
                       "warmup_ratio": 0.05, "log_every": 10, "max_eval_batches": 4},
-            "generation": {"num_beams": 1, "max_new_tokens": 80},
+            # 3 beams: whole training sentences where greedy decoding sometimes joins two (issue 15); checkpoints are chosen greedily
+            "generation": {"num_beams": 3, "max_new_tokens": 80},
             "run_name": "demo",
         },
     }

@@ -254,7 +254,7 @@ def _frontal_ribs(g: SimpleNamespace, anat: dict, fr: dict | None, B: np.ndarray
     if site is not None:
         gap = _sig((0.02 - np.abs(X - site[0])) / 0.002) * _sig((0.04 - np.abs(Y - site[1])) / 0.004)
         ribs *= 1 - gap
-        B += 0.22 * _blob(X, Y, site[0], site[1], 0.035, 0.03)  # callus or haematoma at the break
+        B += 0.3 * _blob(X, Y, site[0], site[1], 0.04, 0.035)  # callus or haematoma at the break
     aphase = (Y - top - 0.05 - 0.3 * (lw - ad)) / (sp * 1.15)
     aribs = _p4(_p2(np.cos(np.pi * (aphase - np.floor(aphase) - 0.5)))) * ((aphase > 0) & (aphase < 6) & (ad < lw) & (ad > 0.12))
     B += (0.12 * ribs + 0.04 * aribs) * g.torso

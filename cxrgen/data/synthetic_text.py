@@ -92,10 +92,11 @@ def _icu(d: _Draw, subject: dict):
     if d.rng.random() < 0.3: d.edema()
     if d.rng.random() < 0.25: d.opacity()
     if d.rng.random() < 0.08: d.pneumothorax()
+    if d.rng.random() < 0.05: d.fracture()  # chest trauma
 
 def _other(d: _Draw, subject: dict):
-    pool = [(0.25, d.lesion), (0.14, d.fracture), (0.14, d.pneumothorax), (0.16, d.atelectasis), (0.14, d.effusion),
-            (0.06, lambda: d.add("mediastinum", d.hedge(0.15))), (0.06, lambda: d.add("pleural_thickening", 1.0,
+    pool = [(0.35, d.lesion), (0.25, d.fracture), (0.14, d.pneumothorax), (0.16, d.atelectasis), (0.14, d.effusion),
+            (0.08, lambda: d.add("mediastinum", d.hedge(0.15))), (0.07, lambda: d.add("pleural_thickening", 1.0,
              side=pick(d.rng, ["right", "left", "bilateral"]))), (0.1, d.opacity), (0.1, d.cardiomegaly)]
     w = np.array([p for p, _ in pool]); n = 1 + int(d.rng.random() < 0.3)
     for i in d.rng.choice(len(pool), size=n, replace=False, p=w / w.sum()): pool[i][1]()
