@@ -141,8 +141,12 @@ def test_two_processes_match_one(tmp_path, data):
 
     Tolerance: max |w1 - w2| <= 1e-4 after 4 AdamW steps at lr 2e-3, and validation losses within 1e-5 relative.
     The gradients agree to float32 all-reduce rounding (~1e-7); Adam's normalisation can amplify that in
-    parameters with tiny gradients, hence 1e-4 on weights. Dropout is off (its masks depend on the
-    per-process batch shape) and the encoder is frozen (BatchNorm in eval mode) so the two setups compute the same function.
+    parameters with tiny gradients, hence 1e-4 on weights. One parameter is left out: the findings
+    classifier's attention bias adds the same number to every token's attention logit, which the softmax over
+    tokens ignores, so its gradient is zero up to rounding and Adam turns that noise into steps of up to lr
+    (1.3e-4 apart on generator v3's data); it is held to Adam's bound instead. Dropout is off (its masks depend
+    on the per-process batch shape) and the encoder is frozen (BatchNorm in eval mode) so the two setups
+    compute the same function.
     """
     nodrop = {**TINY_DECODER, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
     over = {"model.decoder_config": nodrop, "train.max_steps": 4, "train.eval_every": 2, "data.max_train_samples": 16,
@@ -161,7 +165,10 @@ def test_two_processes_match_one(tmp_path, data):
     s1, s2 = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("one", "two"))
     assert (s1["num_processes"], s2["num_processes"]) == (1, 2)
     assert s1["global_batch"] == s2["global_batch"] == 4 and s1["samples_seen"] == s2["samples_seen"] == 16
-    diff = _max_diff(_weights(tmp_path / "one"), _weights(tmp_path / "two"))
+    w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    noise = "label_head.attn.bias"  # softmax-invariant: its gradient is rounding noise (see the docstring)
+    assert _max_diff({noise: w1.pop(noise)}, {noise: w2.pop(noise)}) <= 4 * 2e-3 * 1.01  # 4 Adam steps of at most lr
+    diff = _max_diff(w1, w2)
     assert diff <= 1e-4, f"2-process weights differ by {diff}"
     e1, e2 = (pd_read(tmp_path / n / "logs" / "eval_log.csv") for n in ("one", "two"))
     for v1, v2 in zip(e1["val_loss"], e2["val_loss"]): assert abs(v1 - v2) <= 1e-5 * abs(v1), (v1, v2)

@@ -106,7 +106,7 @@ def plan_dataset(n_studies: int = 200, seed: int = 0, image_size: int = 512) -> 
     return studies
 
 # %% ../../nbs/03_data.synthetic.ipynb #f81abb78
-GENERATOR_VERSION = 3  # 2: the CheXpert CSV labels the impression, as MIMIC-CXR-JPG's does; 3: rib fractures and lung lesions twice as common, the fracture's callus larger
+GENERATOR_VERSION = 3  # 2: the CheXpert CSV labels the impression, as MIMIC-CXR-JPG's does; 3: rib fractures twice as common (about 5% of studies), lung lesions a little more (3.5%), the fracture's callus larger
 INFO_FILE = "synthetic-info.json"
 GROUND_TRUTH_FILE = "synthetic-ground-truth.csv.gz"
 MIMIC_CSVS = {  # file -> its columns, exactly as in MIMIC-CXR 2.0.0 / MIMIC-CXR-JPG 2.0.0
