@@ -13,6 +13,7 @@ attribute. Synthetic data only: the truth is the generator's own record of each 
 import argparse
 import json
 import re
+
 import numpy as np
 import pandas as pd
 import torch
@@ -73,12 +74,13 @@ def main():
     transform = build_transforms(cfg.data.image_size, train=False, **model.input_norm)  # as evaluation
     print(f"{ckpt}: linear probe on the patch tokens (fit on train + validate images, scored on test images) "
           "against the generated test reports")
+    X = patch_tokens(model, df.cached.tolist(), transform)  # once for every image; rows aligned with df
     print("finding, attribute | probe accuracy (test images) | majority class | reports right / reports naming the finding")
     for kind, key, pattern in ATTRIBUTES:
         d = df.assign(y=[truth(plan[s], kind, key) for s in df.study_id]).dropna(subset=["y"])
         fit, test = d[d.split != "test"], d[d.split == "test"]
-        probe = LogisticRegression(max_iter=2000, C=0.05).fit(patch_tokens(model, fit.cached.tolist(), transform), fit.y)
-        acc = probe.score(patch_tokens(model, test.cached.tolist(), transform), test.y)
+        probe = LogisticRegression(max_iter=2000, C=0.05).fit(X[fit.index], fit.y)
+        acc = probe.score(X[test.index], test.y)
         said = [report_says(reports.generated[s], pattern, v) for s, v in zip(test.study_id, test.y) if s in reports.index]
         said = [x for x in said if x is not None]
         print(f"{kind}, {key} | {acc:.2f} (n={len(test)}) | {test.y.value_counts(normalize=True).iloc[0]:.2f} | "
