@@ -14,8 +14,10 @@ interrupted ablation continues where it stopped.
 Variants (each a set of config overrides on top of the demo preset):
 - today:        the demo before the classifier existed (no classifier, no prompt, no_repeat_ngram_size 3)
 - classifier:   + the findings classifier's loss (attention pooling), reports not conditioned on it
-- prompt_mixed: + the findings prompt, half the training prompts the classifier's own findings (teacher_forcing 0.5)
-- conditioned:  + the findings prompt, training prompts the true labels: the demo preset as it is now
+- prompt_mixed: + the labels prompt, half the training prompts the classifier's own findings (teacher_forcing 0.5)
+- conditioned:  + the labels prompt, training prompts the true labels (model.conditioning=labels)
+- findings:     + each present finding's prompt token carries its pooled features and where the classifier looks
+- findings_balanced: + the classifier loss weighs rare findings up (model.label_balance=sqrt): the demo preset now
 """
 import argparse
 import json
@@ -27,10 +29,12 @@ from pathlib import Path
 
 VARIANTS = {
     "today": {"model.aux_label_weight": 0.0, "model.conditioning": "none", "model.classifier": "linear",
-              "generation.no_repeat_ngram_size": 3},
-    "classifier": {"model.conditioning": "none"},
-    "prompt_mixed": {"model.teacher_forcing": 0.5},
-    "conditioned": {},
+              "model.label_balance": "none", "generation.no_repeat_ngram_size": 3},
+    "classifier": {"model.conditioning": "none", "model.label_balance": "none"},
+    "prompt_mixed": {"model.conditioning": "labels", "model.label_balance": "none", "model.teacher_forcing": 0.5},
+    "conditioned": {"model.conditioning": "labels", "model.label_balance": "none"},
+    "findings": {"model.conditioning": "findings", "model.label_balance": "none"},
+    "findings_balanced": {"model.conditioning": "findings", "model.label_balance": "sqrt"},
 }
 HEADLINE = [("F1-14", "chexpert_f1_micro14_upos"), ("F1-5", "chexpert_f1_micro5_upos"), ("BLEU-4", "bleu_4"),
             ("train sent.", "train_sentence_share"), ("distinct", "distinct_reports")]

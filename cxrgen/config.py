@@ -17,11 +17,11 @@ from typing import Any, Optional
 from .core import CxrgenError, atomic_write_json, project_root
 
 # %% auto #0
-__all__ = ['TARGET_SECTIONS', 'SPLITS', 'MAPPINGS', 'CLASSIFIERS', 'CONDITIONINGS', 'LABEL_SOURCES', 'STAGES', 'PRECISIONS',
-           'NAN_POLICIES', 'VIEW_POSITIONS', 'LEGACY_MODEL_FIELDS', 'PRESETS', 'ConfigError', 'DataConfig',
-           'ModelConfig', 'TrainConfig', 'GenerationConfig', 'RunConfig', 'validate_config', 'run_name_problem',
-           'config_from_dict', 'with_legacy_fields', 'get_preset', 'parse_overrides', 'apply_overrides', 'load_config',
-           'save_config', 'resolve_path', 'csv_path', 'run_dir']
+__all__ = ['TARGET_SECTIONS', 'SPLITS', 'MAPPINGS', 'CLASSIFIERS', 'CONDITIONINGS', 'LABEL_BALANCES', 'LABEL_SOURCES', 'STAGES',
+           'PRECISIONS', 'NAN_POLICIES', 'VIEW_POSITIONS', 'LEGACY_MODEL_FIELDS', 'PRESETS', 'ConfigError',
+           'DataConfig', 'ModelConfig', 'TrainConfig', 'GenerationConfig', 'RunConfig', 'validate_config',
+           'run_name_problem', 'config_from_dict', 'with_legacy_fields', 'get_preset', 'parse_overrides',
+           'apply_overrides', 'load_config', 'save_config', 'resolve_path', 'csv_path', 'run_dir']
 
 # %% ../nbs/01_config.ipynb #5367ade2
 class ConfigError(CxrgenError, ValueError):
@@ -67,9 +67,10 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # trade compute for memory in encoder and decoder
     aux_label_weight: float = 1.0  # weight of the findings classifier's loss (14 CheXpert labels from the image; 0: no classifier)
     classifier: str = "attention"  # findings classifier: attention (one attention pooling of the patch tokens per label) | linear (on mean-pooled tokens)
-    conditioning: str = "labels"  # labels: the classifier's findings prompt the decoder (14 soft tokens after the image prefix) | none
+    conditioning: str = "findings"  # labels: the classifier's findings prompt the decoder (14 soft tokens after the image prefix) | findings: + each present finding's token carries what the attention classifier pooled for it and where it looked | none
     label_threshold: float = 0.5  # classifier probability at which a finding counts as present
     label_thresholds: Optional[list] = None  # per-observation thresholds (CHEXPERT_LABELS order), set by calibration after training; None: label_threshold
+    label_balance: str = "sqrt"  # classifier loss: none | sqrt (observation k's present findings weigh sqrt(absent/present) of the training split, at most 10: rare findings are not drowned by the absent ones)
     teacher_forcing: float = 1.0  # training: share of samples whose prompt holds the true labels (the rest get the classifier's own findings)
 
 @dataclass
@@ -131,7 +132,8 @@ TARGET_SECTIONS = ("findings", "impression", "findings_impression")  # data.sect
 SPLITS = ("train", "validate", "test")  # MIMIC-CXR's official splits
 MAPPINGS = ("linear", "mlp", "resampler")  # model.mapping
 CLASSIFIERS = ("attention", "linear")  # model.classifier
-CONDITIONINGS = ("labels", "none")  # model.conditioning
+CONDITIONINGS = ("labels", "findings", "none")  # model.conditioning
+LABEL_BALANCES = ("none", "sqrt")  # model.label_balance
 LABEL_SOURCES = ("report", "csv")  # data.label_source
 STAGES = (1, 2)  # train.stage
 PRECISIONS = ("auto", "no", "bf16", "fp16")  # train.precision
@@ -144,6 +146,7 @@ _CHOICES = {
     "model.mapping": MAPPINGS,
     "model.classifier": CLASSIFIERS,
     "model.conditioning": CONDITIONINGS,
+    "model.label_balance": LABEL_BALANCES,
     "data.label_source": LABEL_SOURCES,
     "train.stage": STAGES,
     "train.precision": PRECISIONS,
@@ -188,6 +191,9 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     if m.conditioning != "none" and not m.aux_label_weight > 0:
         errs.append(f"model.conditioning={m.conditioning!r} needs a trained findings classifier: set model.aux_label_weight > 0 "
                     "(or model.conditioning=none)")
+    if m.conditioning == "findings" and m.classifier != "attention":
+        errs.append("model.conditioning='findings' reads the attention classifier's per-finding pooling: set model.classifier=attention "
+                    "(or model.conditioning=labels)")
     if t.freeze_decoder and t.stage != 1: errs.append("train.freeze_decoder=True: only valid with train.stage=1")
     for k in ("data.max_train_samples", "data.max_eval_samples", "train.max_eval_batches"):  # caps: null (no cap) or >= 1
         v = _get(cfg, k)
@@ -271,7 +277,7 @@ def config_from_dict(d: dict) -> RunConfig:
 # %% ../nbs/01_config.ipynb #745cab8c
 # Model fields added after checkpoints were first written, with the value that rebuilds the older model:
 # a saved config without them is read as it was meant when it was written.
-LEGACY_MODEL_FIELDS = {"classifier": "linear", "conditioning": "none"}
+LEGACY_MODEL_FIELDS = {"classifier": "linear", "conditioning": "none", "label_balance": "none"}
 
 def with_legacy_fields(d: dict) -> dict:
     "A saved run config (or its `model` group, when `d` has no `model` key) with `LEGACY_MODEL_FIELDS` filled in where absent."

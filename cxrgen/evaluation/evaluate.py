@@ -447,7 +447,7 @@ def format_results(result: dict) -> str:
 @torch.no_grad()
 def prompt_following(model, loader, n_studies: int = 20, gen: dict | None = None) -> dict:
     "Per observation, the share of single-finding flips of the prompt that the report follows, and the share that leave the other 13 as they were."
-    if getattr(model, "findings_prompt", None) is None: raise CxrgenError("prompt_following needs a model with model.conditioning='labels'")
+    if getattr(model, "findings_prompt", None) is None: raise CxrgenError("prompt_following needs a conditioned model (model.conditioning='labels' or 'findings')")
     gen = {"max_new_tokens": 80, **(gen or {})}
     px, vms = [], []
     for b in loader:

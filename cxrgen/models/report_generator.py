@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import json
 import os
 import contextlib
@@ -32,8 +33,8 @@ from .mapping_network import MappingNetwork
 from .vision_encoder import VisionEncoder, check_state_dict
 
 # %% auto #0
-__all__ = ['ReportGeneratorOutput', 'label_targets', 'FindingsClassifier', 'FindingsPrompt', 'mask_positions', 'ReportGenerator',
-           'param_groups']
+__all__ = ['ReportGeneratorOutput', 'label_targets', 'FindingsClassifier', 'token_grid', 'attention_geometry', 'FindingsPrompt',
+           'mask_positions', 'ReportGenerator', 'param_groups']
 
 # %% ../../nbs/13_models.report_generator.ipynb #0fc346b9
 @dataclass
@@ -61,21 +62,47 @@ class FindingsClassifier(nn.Module):
     def forward(self, tokens: torch.Tensor,  # (B, N, C) patch tokens
                 mask: torch.Tensor | None = None,  # (B, N) bool, False on padded views' tokens
                 ) -> torch.Tensor:  # (B, n_labels) logits
+        return (self.pool(tokens, mask)[1] * self.score.weight).sum(-1) + self.score.bias
+
+    def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        "Per observation, its attention over the tokens (B, N, K) and the summary that attention pools (B, K, C)."
         x = self.norm(tokens)
         a = self.attn(x)
         if mask is not None: a = a.masked_fill(~mask.bool().unsqueeze(-1), float("-inf"))
-        pooled = torch.einsum("bnk,bnc->bkc", a.softmax(1), x)  # (B, K, C): one summary per observation
-        return (pooled * self.score.weight).sum(-1) + self.score.bias
+        a = a.softmax(1)
+        return a, torch.einsum("bnk,bnc->bkc", a, x)
+
+def token_grid(n: int) -> torch.Tensor:
+    "(n, 2) x, y in [-1, 1] of n patch tokens in row-major order: the last s*s form the s x s grid (s = isqrt(n)), tokens before them (a ViT's class or register tokens) sit at the centre."
+    g, s = torch.zeros(n, 2), math.isqrt(n)
+    if s > 1:
+        y, x = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+        g[n - s * s:] = torch.stack([x.flatten(), y.flatten()], -1)
+    return g
+
+def attention_geometry(attn: torch.Tensor,  # (B, N, K) attention weights over tokens (columns sum to 1)
+                       grid: torch.Tensor,  # (N, 2) token coordinates
+                       ) -> torch.Tensor:  # (B, K, 4): centre x, y and spread (sd) x, y of where each observation looks
+    centre = torch.einsum("bnk,nd->bkd", attn, grid)
+    var = torch.einsum("bnk,nd->bkd", attn, grid * grid) - centre * centre
+    return torch.cat([centre, var.clamp(min=1e-6).sqrt()], -1)
 
 class FindingsPrompt(nn.Module):
-    "Findings (B, 14) in [0, 1] -> 14 decoder prompt tokens: per observation, its 'absent' and 'present' embeddings mixed by the value."
-    def __init__(self, dim: int, n_labels: int = len(CHEXPERT_LABELS)):
+    "Findings (B, 14) in [0, 1] -> 14 decoder prompt tokens: per observation, its 'absent' and 'present' embeddings mixed by the value, plus (with `feature_dim`) its image features scaled by the value."
+    def __init__(self, dim: int, n_labels: int = len(CHEXPERT_LABELS), feature_dim: int = 0):
         super().__init__()
         self.table = nn.Parameter(torch.randn(n_labels, 2, dim) * 0.02)
+        self.features = nn.Linear(feature_dim, dim) if feature_dim else None
+        if self.features is not None: nn.init.zeros_(self.features.weight); nn.init.zeros_(self.features.bias)  # starts as the labels prompt
 
-    def forward(self, findings: torch.Tensor) -> torch.Tensor:
+    def forward(self, findings: torch.Tensor,  # (B, K) in [0, 1]
+                features: torch.Tensor | None = None,  # (B, K, feature_dim): what and where, per observation
+                ) -> torch.Tensor:  # (B, K, dim)
         f = findings.to(self.table.dtype).unsqueeze(-1)  # (B, K, 1)
-        return (1 - f) * self.table[:, 0] + f * self.table[:, 1]
+        out = (1 - f) * self.table[:, 0] + f * self.table[:, 1]
+        if self.features is None: return out
+        if features is None: raise CxrgenError("this findings prompt carries image features (model.conditioning='findings'): pass features (B, 14, F)")
+        return out + f * self.features(features.to(self.table.dtype))  # an absent finding's token says only 'absent'
 
 # %% ../../nbs/13_models.report_generator.ipynb #9da6923b
 _WEIGHTS, _CONFIG = "model.safetensors", "config.json"
@@ -106,7 +133,10 @@ class ReportGenerator(nn.Module):
         if self.aux_label_weight > 0 or conditioned:
             self.label_head = nn.Linear(C, K) if getattr(mc, "classifier", "linear") == "linear" else FindingsClassifier(C, K)
         else: self.label_head = None
-        self.findings_prompt = FindingsPrompt(decoder.get_input_embeddings().embedding_dim, K) if conditioned else None
+        if self.label_head is not None:  # the classifier loss's weight on present findings (`balance_labels`); not saved, set per run
+            self.register_buffer("label_pos_weight", torch.ones(K), persistent=False)
+        feature_dim = C + 4 if getattr(mc, "conditioning", "none") == "findings" else 0  # pooled features + attention centre and spread
+        self.findings_prompt = FindingsPrompt(decoder.get_input_embeddings().embedding_dim, K, feature_dim) if conditioned else None
         self._pos_ids = _accepts(decoder.forward, "position_ids")
         self._keep = _accepts(decoder.forward, "logits_to_keep")
 
@@ -185,16 +215,42 @@ def pool_tokens(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tenso
         pooled = (pooled * w).sum(1) / w.sum(1).clamp(min=1)
     return pooled
 
+def _token_bag(tok: torch.Tensor, view_mask: torch.Tensor | None):
+    "Float tokens (B, N', C), their mask (B, N') or None, tokens per view: a study is one bag of tokens over its real views."
+    if tok.ndim == 4:
+        B, V, N, C = tok.shape
+        mask = _view_weights(tok, view_mask).bool().unsqueeze(-1).expand(B, V, N).reshape(B, V * N)
+        return tok.reshape(B, V * N, C).float(), mask, N
+    return tok.float(), None, tok.shape[1]
+
 @patch
 def classify(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor | None:
     "Findings-classifier logits (B, 14) from patch tokens, or None when the model has no classifier."
     if self.label_head is None: return None
     if isinstance(self.label_head, nn.Linear): return self.label_head(self.pool_tokens(tok, view_mask))
-    if tok.ndim == 4:  # a study: one bag of tokens over its real views
-        B, V, N, C = tok.shape
-        mask = _view_weights(tok, view_mask).bool().unsqueeze(-1).expand(B, V, N).reshape(B, V * N)
-        return self.label_head(tok.reshape(B, V * N, C).float(), mask)
-    return self.label_head(tok.float())
+    x, mask, _ = _token_bag(tok, view_mask)
+    return self.label_head(x, mask)
+
+@patch
+def finding_features(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
+    "Per observation (B, 14, C + 4): what the attention classifier pools for it, then where it looks (centre x, y and spread on the token grid, a study's views overlaid)."
+    x, mask, n = _token_bag(tok, view_mask)
+    a, pooled = self.label_head.pool(x, mask)
+    grid = token_grid(n).to(x).repeat(x.shape[1] // n, 1)
+    return torch.cat([pooled, attention_geometry(a, grid)], -1)
+
+@patch
+def balance_labels(self: ReportGenerator, labels,  # (n, 14) CheXpert labels 1/0/-1/NaN of the training split
+                   cap: float = 10.0) -> torch.Tensor:
+    "Set (and return) the classifier loss's weight on present findings: sqrt(absent/present) per observation with `model.label_balance='sqrt'` (at most `cap`; 1 where none is present), else 1."
+    if self.label_head is None: raise CxrgenError("balance_labels: this model has no findings classifier (model.aux_label_weight = 0)")
+    w = torch.ones(len(CHEXPERT_LABELS))
+    if getattr(self.model_config, "label_balance", "none") == "sqrt":
+        t = label_targets(torch.as_tensor(labels, dtype=torch.float32))
+        pos, n = t.sum(0), t.shape[0]
+        w = torch.where(pos > 0, ((n - pos) / pos.clamp(min=1)).clamp(min=1).sqrt().clamp(max=cap), w)
+    self.label_pos_weight.copy_(w)
+    return w
 
 @patch
 def label_thresholds(self: ReportGenerator) -> torch.Tensor:
@@ -213,10 +269,11 @@ def prefix(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | N
     "Decoder prefix (B, P, D) and mask (B, P): image tokens through the mapping network, then the findings prompt when conditioned."
     prefix, mask = self.mapping(tok, view_mask)
     if self.findings_prompt is not None:
-        if findings is None: raise CxrgenError("this model is conditioned on findings (model.conditioning='labels'): pass findings (B, 14)")
+        if findings is None: raise CxrgenError(f"this model is conditioned on findings (model.conditioning={self.model_config.conditioning!r}): pass findings (B, 14)")
         if tuple(findings.shape) != (prefix.shape[0], len(CHEXPERT_LABELS)):
             raise CxrgenError(f"findings must be (batch, {len(CHEXPERT_LABELS)}) in CHEXPERT_LABELS order, got {tuple(findings.shape)}")
-        prompt = self.findings_prompt(findings.to(prefix.device))
+        feats = self.finding_features(tok, view_mask) if self.findings_prompt.features is not None else None
+        prompt = self.findings_prompt(findings.to(prefix.device), feats)
         prefix = torch.cat([prefix, prompt.to(prefix.dtype)], 1)
         mask = torch.cat([mask, torch.ones(prompt.shape[:2], dtype=mask.dtype, device=mask.device)], 1)
     return prefix.to(self.decoder.get_input_embeddings().weight.dtype), mask
@@ -276,7 +333,9 @@ def forward(self: ReportGenerator, pixel_values: torch.Tensor,  # (B, 3, H, W) i
     if labels is not None:
         loss = lm_loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
     if label_logits is not None and chexpert_labels is not None and loss is not None and self.aux_label_weight > 0:
-        label_loss = F.binary_cross_entropy_with_logits(label_logits.float(), label_targets(chexpert_labels).to(label_logits.device).float())
+        pw = self.label_pos_weight.float() if getattr(self.model_config, "label_balance", "none") != "none" else None
+        label_loss = F.binary_cross_entropy_with_logits(label_logits.float(), label_targets(chexpert_labels).to(label_logits.device).float(),
+                                                        pos_weight=pw)
         loss = lm_loss + self.aux_label_weight * label_loss
     return ReportGeneratorOutput(loss=loss, logits=logits[:, 1:], lm_loss=lm_loss, label_loss=label_loss, label_logits=label_logits)
 

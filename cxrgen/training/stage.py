@@ -157,6 +157,7 @@ def train_stage(run: RunPlan | RunConfig,  # a resolved request (`resolve_run`),
     if acc.is_main_process: atomic_write_json(out / "config.json", cfg.to_dict())
     seed_everything(cfg.train.seed)
     train_dl, val_dl = _stage_loaders(cfg, model)
+    if getattr(model, "label_head", None) is not None: model.balance_labels(train_dl.dataset._labels)  # model.label_balance
     trainer = Trainer(model, cfg, train_dl, val_dl, output_dir=out, accelerator=acc, metrics_fn=chexpert_metrics)
     if run.resume_from is not None: trainer.load_checkpoint(run.resume_from, load_model=False)
     summary = trainer.fit()
