@@ -62,7 +62,11 @@ class FindingsClassifier(nn.Module):
     def forward(self, tokens: torch.Tensor,  # (B, N, C) patch tokens
                 mask: torch.Tensor | None = None,  # (B, N) bool, False on padded views' tokens
                 ) -> torch.Tensor:  # (B, n_labels) logits
-        return (self.pool(tokens, mask)[1] * self.score.weight).sum(-1) + self.score.bias
+        return self.logits(self.pool(tokens, mask)[1])
+
+    def logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        "(B, K, C) per-observation summaries (`pool`) -> (B, K) logits."
+        return (pooled * self.score.weight).sum(-1) + self.score.bias
 
     def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         "Per observation, its attention over the tokens (B, N, K) and the summary that attention pools (B, K, C)."
@@ -232,12 +236,20 @@ def classify(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor |
     return self.label_head(x, mask)
 
 @patch
-def finding_features(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
-    "Per observation (B, 14, C + 4): what the attention classifier pools for it, then where it looks (centre x, y and spread on the token grid, a study's views overlaid)."
+def _read_findings(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | None = None):
+    "Classifier logits (B, 14) or None, and the prompt's per-finding features (or None when the prompt takes none), from one pooling."
+    if self.findings_prompt is None or self.findings_prompt.features is None: return self.classify(tok, view_mask), None
     x, mask, n = _token_bag(tok, view_mask)
     a, pooled = self.label_head.pool(x, mask)
     grid = token_grid(n).to(x).repeat(x.shape[1] // n, 1)
-    return torch.cat([pooled, attention_geometry(a, grid)], -1)
+    return self.label_head.logits(pooled), torch.cat([pooled, attention_geometry(a, grid)], -1)
+
+@patch
+def finding_features(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
+    "Per observation (B, 14, C + 4): what the attention classifier pools for it, then where it looks (centre x, y and spread on the token grid, a study's views overlaid)."
+    if self.findings_prompt is None or self.findings_prompt.features is None:
+        raise CxrgenError("finding_features: this model's prompt takes no features (model.conditioning='findings' builds one that does)")
+    return self._read_findings(tok, view_mask)[1]
 
 @patch
 def balance_labels(self: ReportGenerator, labels,  # (n, 14) CheXpert labels 1/0/-1/NaN of the training split
@@ -265,15 +277,17 @@ def findings_from_logits(self: ReportGenerator, logits: torch.Tensor) -> torch.T
 
 @patch
 def prefix(self: ReportGenerator, tok: torch.Tensor, view_mask: torch.Tensor | None = None,
-           findings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           findings: torch.Tensor | None = None,
+           features: torch.Tensor | None = None,  # (B, 14, F) from `_read_findings` when the caller already pooled; else pooled here
+           ) -> tuple[torch.Tensor, torch.Tensor]:
     "Decoder prefix (B, P, D) and mask (B, P): image tokens through the mapping network, then the findings prompt when conditioned."
     prefix, mask = self.mapping(tok, view_mask)
     if self.findings_prompt is not None:
         if findings is None: raise CxrgenError(f"this model is conditioned on findings (model.conditioning={self.model_config.conditioning!r}): pass findings (B, 14)")
         if tuple(findings.shape) != (prefix.shape[0], len(CHEXPERT_LABELS)):
             raise CxrgenError(f"findings must be (batch, {len(CHEXPERT_LABELS)}) in CHEXPERT_LABELS order, got {tuple(findings.shape)}")
-        feats = self.finding_features(tok, view_mask) if self.findings_prompt.features is not None else None
-        prompt = self.findings_prompt(findings.to(prefix.device), feats)
+        if features is None and self.findings_prompt.features is not None: features = self.finding_features(tok, view_mask)
+        prompt = self.findings_prompt(findings.to(prefix.device), features)
         prefix = torch.cat([prefix, prompt.to(prefix.dtype)], 1)
         mask = torch.cat([mask, torch.ones(prompt.shape[:2], dtype=mask.dtype, device=mask.device)], 1)
     return prefix.to(self.decoder.get_input_embeddings().weight.dtype), mask
@@ -283,8 +297,11 @@ def encode(self: ReportGenerator, pixel_values: torch.Tensor, view_mask: torch.T
            findings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     "Image(s) -> decoder prefix (B, P, D) and its mask (B, P); a conditioned model prompts with `findings`, else its classifier's."
     tok = self.encode_images(pixel_values, view_mask)
-    if self.findings_prompt is not None and findings is None: findings = self.findings_from_logits(self.classify(tok, view_mask))
-    return self.prefix(tok, view_mask, findings)
+    if self.findings_prompt is None: return self.prefix(tok, view_mask)
+    if findings is not None and self.findings_prompt.features is None: return self.prefix(tok, view_mask, findings)  # no classifier pass needed
+    logits, features = self._read_findings(tok, view_mask)
+    if findings is None: findings = self.findings_from_logits(logits)
+    return self.prefix(tok, view_mask, findings, features)
 
 @patch
 @torch.no_grad()
@@ -313,13 +330,13 @@ def forward(self: ReportGenerator, pixel_values: torch.Tensor,  # (B, 3, H, W) i
             **kwargs) -> ReportGeneratorOutput:
     "Causal-LM loss on the report (prefix, padding and bos ignored) plus the weighted classifier loss; next-token logits over the report."
     tok = self.encode_images(pixel_values, view_mask)
-    label_logits = self.classify(tok, view_mask)
+    label_logits, features = self._read_findings(tok, view_mask)  # one pooling for the classifier and the prompt
     if self.findings_prompt is not None and findings is None:
         findings = self.findings_from_logits(label_logits)
         if self.training and chexpert_labels is not None and self.model_config.teacher_forcing > 0:
             true = torch.rand(findings.shape[0], 1, device=findings.device) < self.model_config.teacher_forcing
             findings = torch.where(true, label_targets(chexpert_labels).to(findings), findings)
-    prefix, pmask = self.prefix(tok, view_mask, findings)
+    prefix, pmask = self.prefix(tok, view_mask, findings, features)
     B, T = input_ids.shape
     if attention_mask is None: attention_mask = torch.ones_like(input_ids)
     embeds = torch.cat([prefix, self.decoder.get_input_embeddings()(input_ids)], 1)
