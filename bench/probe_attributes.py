@@ -6,7 +6,10 @@ linear probe (logistic regression) on a trained model's flattened patch tokens l
 attribute on the training and validation images and predicts it on the test images; the
 generated reports (`reports_test.csv` of `cxrgen eval`) are read for the same attribute on the
 same test studies. A probe far above the reports means the decoder, not the encoder, loses the
-attribute. Synthetic data only: the truth is the generator's own record of each study.
+attribute. For a model whose prompt carries each finding's place (`model.conditioning=findings`),
+it also prints where the classifier's effusion attention sits on frontal images of each side (the
+centre x and spread that the prompt receives) against the sides the generated reports name.
+Synthetic data only: the truth is the generator's own record of each study.
 
     python bench/probe_attributes.py --run outputs/demo
 """
@@ -39,13 +42,33 @@ def report_says(report: str, pattern: str, value: str) -> bool | None:
 
 
 def patch_tokens(model, paths: list, transform, batch: int = 64) -> np.ndarray:
-    "Flattened encoder patch tokens (n, N*C) of the cached images."
+    "Encoder patch tokens (n, N, C) of the cached images."
     out = []
     with torch.no_grad():
         for i in range(0, len(paths), batch):
             x = torch.stack([transform(Image.open(p).convert("L")) for p in paths[i:i + batch]])
-            out.append(model.encode_images(x).flatten(1).float().numpy())
+            out.append(model.encode_images(x).float().numpy())
     return np.concatenate(out)
+
+
+SIDES = ("left", "right", "bilateral")
+
+
+def effusion_place(model, tokens: np.ndarray, df: pd.DataFrame, reports: pd.DataFrame) -> None:
+    "Per true effusion side: the effusion attention's centre x and spread on frontal images (what the prompt gets), and the sides the test reports name."
+    from cxrgen.core import CHEXPERT_LABELS
+    k = CHEXPERT_LABELS.index("Pleural Effusion")
+    d = df[df.view_position.isin(["PA", "AP"])]
+    with torch.no_grad():  # one image at a time, as a one-view study: x in [-1, 1] from the image's left edge to its right
+        geo = model.finding_features(torch.from_numpy(tokens[d.index.to_numpy()]))[:, k, -4:].numpy()
+    d = d.assign(cx=geo[:, 0], sx=geo[:, 2])
+    test = d[d.split == "test"].drop_duplicates("study_id")
+    print("\neffusion side | images | attention centre x | spread x | test reports naming: " + ", ".join(SIDES) + ", no side")
+    for side, g in d.groupby("y"):
+        named = [[w for w in SIDES if report_says(reports.generated[s], "effusion", w)] for s in test.study_id[test.y == side]
+                 if s in reports.index and report_says(reports.generated[s], "effusion", "") is not None]
+        counts = [sum(w in n for n in named) for w in SIDES] + [sum(not n for n in named)]
+        print(f"{side} | {len(g)} | {g.cx.mean():+.2f} ± {g.cx.std():.2f} | {g.sx.mean():.2f} | " + ", ".join(map(str, counts)))
 
 
 def main():
@@ -74,8 +97,10 @@ def main():
     transform = build_transforms(cfg.data.image_size, train=False, **model.input_norm)  # as evaluation
     print(f"{ckpt}: linear probe on the patch tokens (fit on train + validate images, scored on test images) "
           "against the generated test reports")
-    X = patch_tokens(model, df.cached.tolist(), transform)  # once for every image; rows aligned with df
+    tokens = patch_tokens(model, df.cached.tolist(), transform)  # once for every image; rows aligned with df
+    X = tokens.reshape(len(tokens), -1)
     print("finding, attribute | probe accuracy (test images) | majority class | reports right / reports naming the finding")
+    side = None
     for kind, key, pattern in ATTRIBUTES:
         d = df.assign(y=[truth(plan[s], kind, key) for s in df.study_id]).dropna(subset=["y"])
         fit, test = d[d.split != "test"], d[d.split == "test"]
@@ -85,6 +110,9 @@ def main():
         said = [x for x in said if x is not None]
         print(f"{kind}, {key} | {acc:.2f} (n={len(test)}) | {test.y.value_counts(normalize=True).iloc[0]:.2f} | "
               f"{sum(said)} / {len(said)}")
+        if (kind, key) == ("effusion", "side") and getattr(model.findings_prompt, "features", None) is not None:
+            side = d
+    if side is not None: effusion_place(model, tokens, side, reports)
 
 
 if __name__ == "__main__":
